@@ -1,0 +1,150 @@
+package operation
+
+import (
+	"bytes"
+	"time"
+)
+
+// DefaultMaxPayloadSize bounds a body the Node accepts. p2panda sets no limit; an unbounded
+// body lets any peer make us allocate and hash arbitrary amounts of data.
+const DefaultMaxPayloadSize = 1 << 20
+
+// Operation is a signed header, its canonical encoding, id and optional body.
+type Operation struct {
+	Hash        Hash
+	Header      Header
+	HeaderBytes []byte
+	// Body is nil when the operation has none, or when the payload was deleted
+	// ("off-chain" payloads are allowed to be missing).
+	Body []byte
+}
+
+// Author returns the author's public key.
+func (o *Operation) Author() PublicKey { return o.Header.PublicKey }
+
+// SeqNum returns the operation's position in its log.
+func (o *Operation) SeqNum() uint64 { return o.Header.SeqNum }
+
+// LogID returns the extensions' log id, or the zero hash without extensions.
+func (o *Operation) LogID() LogID {
+	if o.Header.Extensions == nil {
+		return LogID{}
+	}
+	return o.Header.Extensions.LogID
+}
+
+// Timestamp returns the author's timestamp (µs since the epoch), or 0 without extensions.
+func (o *Operation) Timestamp() uint64 {
+	if o.Header.Extensions == nil {
+		return 0
+	}
+	return o.Header.Extensions.Timestamp
+}
+
+// Prune reports whether the prune flag is set.
+func (o *Operation) Prune() bool { return o.Header.Extensions != nil && o.Header.Extensions.Prune }
+
+// Size is header plus body length, what sync counts as bytes on the wire.
+func (o *Operation) Size() int { return len(o.HeaderBytes) + len(o.Body) }
+
+// Limits bound what Decode accepts from untrusted sources.
+type Limits struct {
+	MaxPayloadSize uint64
+}
+
+// DefaultLimits are the limits Decode uses.
+var DefaultLimits = Limits{MaxPayloadSize: DefaultMaxPayloadSize}
+
+// Decode parses a raw operation (header bytes plus optional body) and validates it on its
+// own: canonical encoding, version, strict Ed25519 signature and payload hash/size. It does
+// not check the operation against its log (see CheckSequence).
+func Decode(headerBytes, body []byte) (*Operation, error) {
+	return DefaultLimits.Decode(headerBytes, body)
+}
+
+// Decode is Decode with these limits.
+func (l Limits) Decode(headerBytes, body []byte) (*Operation, error) {
+	if uint64(len(body)) > l.MaxPayloadSize {
+		return nil, invalid(ErrTooLarge, "body is %d bytes, at most %d allowed", len(body), l.MaxPayloadSize)
+	}
+	h, err := DecodeHeader(headerBytes)
+	if err != nil {
+		return nil, err
+	}
+	if h.PayloadSize > l.MaxPayloadSize {
+		return nil, invalid(ErrTooLarge, "payload_size %d exceeds %d", h.PayloadSize, l.MaxPayloadSize)
+	}
+	if len(body) == 0 {
+		body = nil
+	}
+	op := &Operation{Hash: HashOf(headerBytes), Header: *h, HeaderBytes: bytes.Clone(headerBytes), Body: bytes.Clone(body)}
+	if err := op.Validate(); err != nil {
+		return nil, err
+	}
+	return op, nil
+}
+
+// Validate applies p2panda-core's validate_operation: version, the header's internal
+// consistency, the signature and, if the body is present, its size and hash.
+func (o *Operation) Validate() error {
+	h := &o.Header
+	if h.Version != Version {
+		return invalid(ErrUnsupportedVersion, "version %d", h.Version)
+	}
+	if o.Body != nil {
+		if uint64(len(o.Body)) != h.PayloadSize {
+			return invalid(ErrPayloadMismatch, "body is %d bytes, header says %d", len(o.Body), h.PayloadSize)
+		}
+		if HashOf(o.Body) != h.PayloadHash {
+			return invalid(ErrPayloadMismatch, "body hash %s, header says %s", HashOf(o.Body).Short(), h.PayloadHash.Short())
+		}
+	}
+	if !h.PublicKey.Verify(h.SigningBytes(), h.Signature) {
+		return invalid(ErrSignature, "author %s", h.PublicKey.Short())
+	}
+	return nil
+}
+
+// Draft holds what an author chooses for a new operation; Sign fills in the rest.
+type Draft struct {
+	SeqNum    uint64
+	Backlink  Hash // required iff SeqNum > 0
+	LogID     LogID
+	Timestamp uint64 // µs since the epoch; zero means now
+	Prune     bool
+	Body      []byte // nil for none
+	// NoExtensions leaves the extensions element out (p2panda-core style plain header).
+	NoExtensions bool
+}
+
+// Sign creates, signs and encodes an operation.
+func Sign(key PrivateKey, d Draft) (*Operation, error) {
+	h := Header{Version: Version, PublicKey: key.PublicKey(), SeqNum: d.SeqNum, Backlink: d.Backlink}
+	if d.SeqNum == 0 && !d.Backlink.IsZero() {
+		return nil, invalid(ErrSeqNum, "backlink set at seq 0")
+	}
+	if d.SeqNum > 0 && d.Backlink.IsZero() {
+		return nil, invalid(ErrBacklinkMissing, "seq %d", d.SeqNum)
+	}
+	if d.SeqNum > 0xffffffff {
+		return nil, invalid(ErrSeqNum, "seq %d exceeds u32", d.SeqNum)
+	}
+	body := d.Body
+	if len(body) == 0 {
+		body = nil
+	}
+	if body != nil {
+		h.PayloadSize = uint64(len(body))
+		h.PayloadHash = HashOf(body)
+	}
+	if !d.NoExtensions {
+		ts := d.Timestamp
+		if ts == 0 {
+			ts = uint64(time.Now().UnixMicro())
+		}
+		h.Extensions = &Extensions{LogID: d.LogID, Timestamp: ts, Prune: d.Prune}
+	}
+	h.Signature = key.Sign(h.SigningBytes())
+	enc := h.Encode()
+	return &Operation{Hash: HashOf(enc), Header: h, HeaderBytes: enc, Body: body}, nil
+}
