@@ -1,0 +1,4 @@
+# `make bench`: the benchmark table (docs/performance.md explains every row).
+.PHONY: bench
+bench: ## Run the headline benchmarks and print one table (JSON in bin/bench/results.json)
+	$(TEST_ENV) $(GO) run -tags '$(GOTAGS)' ./hack/benchtable -json $(BIN)/bench/results.json

@@ -1,0 +1,257 @@
+// Package node is pandanet's public library API, the Go counterpart of p2panda's Node:
+// eventually consistent topic streams of signed append-only operations with persisted
+// acknowledgements and replay.
+//
+//	n, err := node.New(ctx, node.WithDatabase("/var/lib/app/node.sqlite"))
+//	pub, sub, err := n.Stream(ctx, topic)
+//	pending, err := pub.Publish(ctx, []byte("hello"))
+//	for ev := range sub.Events() { ... }
+//
+// Delivery is at-least-once: an operation is delivered until it is acknowledged, across
+// restarts with a file-backed store. Applications must be idempotent.
+//
+// Acknowledgements are a per-log high-water mark, not a set: acknowledging seq n of an
+// author's log also acknowledges every lower seq of that log. With AckPolicy Explicit, an
+// app that acks out of order (n before n-1) will therefore never see n-1 replayed.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pandanet/pandanet/pkg/operation"
+	"github.com/pandanet/pandanet/pkg/pipeline"
+	"github.com/pandanet/pandanet/pkg/store"
+)
+
+// AckPolicy decides when delivered operations are acknowledged.
+type AckPolicy uint8
+
+const (
+	// Automatic acknowledges an operation when it is handed to the subscription's event
+	// channel. A crash before the app processed the buffered events loses them for the app.
+	Automatic AckPolicy = iota
+	// Explicit leaves acknowledging to the app (ProcessedOperation.Ack or
+	// Subscription.Ack), after it processed the event: at-least-once across crashes.
+	Explicit
+)
+
+// Errors returned by the API.
+var (
+	ErrClosed         = errors.New("node closed")
+	ErrStreamOpen     = errors.New("topic already has an open subscription")
+	ErrEmptyMessage   = errors.New("message is empty (use Prune(ctx, nil) for a system-only operation)")
+	ErrWrongTopic     = errors.New("operation does not belong to this topic")
+	errNoSubscription = errors.New("operation has no subscription to acknowledge through")
+)
+
+type config struct {
+	key         operation.PrivateKey
+	dbPath      string
+	ackPolicy   AckPolicy
+	maxPayload  uint64
+	eventBuffer int
+	storeOpts   []store.Option
+	pipe        pipeline.Config
+}
+
+// Option configures New.
+type Option func(*config) error
+
+// WithPrivateKey sets the node's signing key (default: a new random key).
+func WithPrivateKey(k operation.PrivateKey) Option {
+	return func(c *config) error {
+		if k.IsZero() {
+			return errors.New("private key is zero")
+		}
+		c.key = k
+		return nil
+	}
+}
+
+// WithDatabase stores everything in the SQLite file at path (default: in memory, lost on
+// Close).
+func WithDatabase(path string, opts ...store.Option) Option {
+	return func(c *config) error {
+		c.dbPath, c.storeOpts = path, opts
+		return nil
+	}
+}
+
+// WithAckPolicy sets the acknowledgement policy (default Automatic).
+func WithAckPolicy(p AckPolicy) Option {
+	return func(c *config) error {
+		if p != Automatic && p != Explicit {
+			return fmt.Errorf("unknown ack policy %d", p)
+		}
+		c.ackPolicy = p
+		return nil
+	}
+}
+
+// WithMaxPayloadSize bounds message sizes, published and received (default 1 MiB).
+func WithMaxPayloadSize(n uint64) Option {
+	return func(c *config) error {
+		if n == 0 {
+			return errors.New("max payload size must be positive")
+		}
+		c.maxPayload = n
+		return nil
+	}
+}
+
+// WithEventBuffer sets the capacity of each subscription's event channel (default 16). A
+// full channel back-pressures that topic only.
+func WithEventBuffer(n int) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return errors.New("event buffer must not be negative")
+		}
+		c.eventBuffer = n
+		return nil
+	}
+}
+
+// WithBatching tunes the writer: at most maxOps operations per transaction, waiting at most
+// delay for a batch to fill (defaults 1000 and 1ms).
+func WithBatching(maxOps int, delay time.Duration) Option {
+	return func(c *config) error {
+		c.pipe.MaxBatch, c.pipe.FlushDelay = maxOps, delay
+		return nil
+	}
+}
+
+// WithObserver receives every pipeline result (for metrics: status, operation.Reason of
+// failures, latency). It is called synchronously and must be fast.
+func WithObserver(fn func(pipeline.Result)) Option {
+	return func(c *config) error {
+		c.pipe.Observe = fn
+		return nil
+	}
+}
+
+// Node is a running node. Create with New, stop with Close.
+type Node struct {
+	cfg   config
+	key   operation.PrivateKey
+	store *store.Store
+	pipe  *pipeline.Pipeline
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	closed  bool
+	streams map[operation.Topic]*Subscription
+	stored  map[operation.Topic]map[*storedWatch]struct{}
+	topicWs map[*topicWatch]struct{}
+
+	importSeq atomic.Uint64
+}
+
+// New opens the store and starts the processing pipeline.
+func New(ctx context.Context, opts ...Option) (*Node, error) {
+	cfg := config{maxPayload: operation.DefaultMaxPayloadSize, eventBuffer: 16}
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
+	if cfg.key.IsZero() {
+		k, err := operation.GenerateKey()
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		cfg.key = k
+	}
+	st, err := store.Open(ctx, cfg.dbPath, cfg.storeOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n := &Node{
+		cfg: cfg, key: cfg.key, store: st,
+		streams: make(map[operation.Topic]*Subscription),
+		stored:  make(map[operation.Topic]map[*storedWatch]struct{}),
+		topicWs: make(map[*topicWatch]struct{}),
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	pc := cfg.pipe
+	pc.Store = st
+	pc.Limits = operation.Limits{MaxPayloadSize: cfg.maxPayload}
+	pc.Deliver = n.deliver
+	n.pipe, err = pipeline.New(pc)
+	if err != nil {
+		st.Close()
+		n.cancel()
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	return n, nil
+}
+
+// ID returns the node's public key (its identity and the author of its operations).
+func (n *Node) ID() operation.PublicKey { return n.key.PublicKey() }
+
+// Store returns the underlying store (for tests, admin and metrics; do not write to it).
+func (n *Node) Store() *store.Store { return n.store }
+
+// PipelineStats returns the processing counters.
+func (n *Node) PipelineStats() pipeline.Stats { return n.pipe.Stats() }
+
+// Close closes all subscriptions, lets the pipeline commit everything it accepted, and
+// closes the store.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	subs := make([]*Subscription, 0, len(n.streams))
+	for _, s := range n.streams {
+		subs = append(subs, s)
+	}
+	n.mu.Unlock()
+	for _, s := range subs {
+		s.Close()
+	}
+	n.cancel()
+	perr := n.pipe.Close()
+	n.mu.Lock()
+	for _, ws := range n.stored {
+		for w := range ws {
+			w.closeWith(ErrClosed)
+		}
+	}
+	n.stored = map[operation.Topic]map[*storedWatch]struct{}{}
+	for w := range n.topicWs {
+		w.closeWith(ErrClosed)
+	}
+	n.mu.Unlock()
+	return errors.Join(perr, n.store.Close())
+}
+
+// deliver is the pipeline's delivery stage; it runs on the topic's delivery goroutine.
+func (n *Node) deliver(r pipeline.Result) {
+	src, _ := r.Source.(Source)
+	if src == nil {
+		src = LocalStore{}
+	}
+	if r.Status == pipeline.Stored {
+		n.notifyStored(r.Topic, r.Op, src)
+	}
+	n.mu.Lock()
+	s := n.streams[r.Topic]
+	n.mu.Unlock()
+	if s == nil {
+		// Nobody streams the topic: the operation stays un-acknowledged and is replayed
+		// when the topic is streamed next.
+		return
+	}
+	s.handleLive(r, src)
+}
+
+func (n *Node) ackPolicy() AckPolicy { return n.cfg.ackPolicy }

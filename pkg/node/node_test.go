@@ -1,0 +1,603 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/pandanet/pandanet/pkg/operation"
+	"github.com/pandanet/pandanet/pkg/pipeline"
+)
+
+func TestMain(m *testing.M) {
+	if crashChild() {
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
+
+var topicT = operation.Topic(operation.HashOf([]byte("test topic")))
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newNode(t *testing.T, opts ...Option) *Node {
+	t.Helper()
+	n, err := New(context.Background(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// next returns the next event or fails the test after a generous guard timeout.
+func next(t *testing.T, sub *Subscription) Event {
+	t.Helper()
+	select {
+	case ev, ok := <-sub.Events():
+		if !ok {
+			t.Fatal("events channel closed")
+		}
+		return ev
+	case <-time.After(20 * time.Second):
+		t.Fatal("no event")
+		return nil
+	}
+}
+
+// noEvent asserts nothing is delivered while a marker publish on another topic goes through
+// the same writer (so anything queued before it had its chance).
+func noEvent(t *testing.T, n *Node, sub *Subscription) {
+	t.Helper()
+	if err := n.pipe.Flush(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-sub.Events():
+		t.Fatalf("unexpected event %#v", ev)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+func processed(t *testing.T, ev Event) ProcessedOperation {
+	t.Helper()
+	p, ok := ev.(Processed)
+	if !ok {
+		t.Fatalf("got %T %+v, want Processed", ev, ev)
+	}
+	return p.Operation
+}
+
+func publish(t *testing.T, pub *Publisher, msg string) operation.Hash {
+	t.Helper()
+	p, err := pub.Publish(testCtx(t), []byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	return p.Hash()
+}
+
+func TestProcessingOperations(t *testing.T) {
+	n := newNode(t)
+	ctx := testCtx(t)
+	pub, sub, err := n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pub.Publish(ctx, []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Wait(ctx)
+	if err != nil || !res.Stored || res.Hash != p.Hash() {
+		t.Fatalf("wait: %+v %v", res, err)
+	}
+	op := processed(t, next(t, sub))
+	if op.Hash != p.Hash() || string(op.Message) != "hello" || op.Author != n.ID() || op.SeqNum != 0 || op.Topic != topicT {
+		t.Fatalf("processed %+v", op)
+	}
+	if _, ok := op.Source.(LocalStore); !ok || op.Timestamp == 0 {
+		t.Fatalf("source %T timestamp %d", op.Source, op.Timestamp)
+	}
+	// The same operation signed by another key (swapped verifying key) fails.
+	stored, err := n.Store().Get(ctx, p.Hash())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := operation.GenerateKey()
+	h := stored.Header
+	h.PublicKey = other.PublicKey()
+	err = n.ingestRemote(ctx, topicT, h.Encode(), stored.Body, SyncSession{Peer: other.PublicKey(), SessionID: 1, Phase: PhaseSync})
+	if !errors.Is(err, operation.ErrSignature) {
+		t.Fatalf("swapped key: %v", err)
+	}
+	if f, ok := next(t, sub).(ProcessingFailed); !ok || !errors.Is(f.Err, operation.ErrSignature) {
+		t.Fatalf("want ProcessingFailed, got %+v", f)
+	}
+	if _, err := pub.Publish(ctx, nil); !errors.Is(err, ErrEmptyMessage) {
+		t.Fatalf("empty publish: %v", err)
+	}
+}
+
+func TestAutomaticAcking(t *testing.T) {
+	n := newNode(t)
+	ctx := testCtx(t)
+	pub, sub, err := n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, h2 := publish(t, pub, "one"), publish(t, pub, "two")
+	if processed(t, next(t, sub)).Hash != h1 || processed(t, next(t, sub)).Hash != h2 {
+		t.Fatal("wrong order")
+	}
+	if _, _, err := n.Stream(ctx, topicT); !errors.Is(err, ErrStreamOpen) {
+		t.Fatalf("second stream: %v", err)
+	}
+	sub.Close()
+	if _, ok := <-sub.Events(); ok {
+		t.Fatal("events not closed")
+	}
+	pub, sub, err = n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h3 := publish(t, pub, "three")
+	if op := processed(t, next(t, sub)); op.Hash != h3 {
+		t.Fatalf("got %s, want only the new message", op.Hash.Short())
+	}
+	noEvent(t, n, sub)
+}
+
+func TestExplicitAcking(t *testing.T) {
+	n := newNode(t, WithAckPolicy(Explicit))
+	ctx := testCtx(t)
+	pub, sub, err := n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, h2 := publish(t, pub, "one"), publish(t, pub, "two")
+	processed(t, next(t, sub))
+	processed(t, next(t, sub))
+	if err := sub.Ack(ctx, h1); err != nil {
+		t.Fatal(err)
+	}
+	sub.Close()
+	_, sub, err = n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, ok := next(t, sub).(ReplayStarted); !ok || ev.Total != 1 {
+		t.Fatalf("want ReplayStarted{1}, got %+v", ev)
+	}
+	op := processed(t, next(t, sub))
+	if op.Hash != h2 || !op.Replayed {
+		t.Fatalf("replayed %+v", op)
+	}
+	if _, ok := next(t, sub).(ReplayEnded); !ok {
+		t.Fatal("want ReplayEnded")
+	}
+	if err := op.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Acking an unknown hash is a no-op, acking another topic's operation is refused.
+	if err := sub.Ack(ctx, operation.HashOf([]byte("nothing"))); err != nil {
+		t.Fatal(err)
+	}
+	otherTopic := operation.Topic(operation.HashOf([]byte("other")))
+	pubO, subO, err := n.Stream(ctx, otherTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hO := publish(t, pubO, "x")
+	if err := sub.Ack(ctx, hO); !errors.Is(err, ErrWrongTopic) {
+		t.Fatalf("cross-topic ack: %v", err)
+	}
+	subO.Close()
+	sub.Close()
+	_, sub, err = n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noEvent(t, n, sub)
+}
+
+func TestReplayStreamFromStartAndCursor(t *testing.T) {
+	n := newNode(t)
+	ctx := testCtx(t)
+	pub, sub, err := n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashes := []operation.Hash{publish(t, pub, "1"), publish(t, pub, "2"), publish(t, pub, "3")}
+	for range hashes {
+		processed(t, next(t, sub))
+	}
+	sub.Close()
+
+	c := Heights{}
+	c.Set(n.ID(), operation.LogIDFromTopic(topicT), 0)
+	_, sub, err = n.StreamFrom(ctx, topicT, Cursor(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, ok := next(t, sub).(ReplayStarted); !ok || ev.Total != 2 {
+		t.Fatalf("want ReplayStarted{2}, got %+v", ev)
+	}
+	for _, want := range hashes[1:] {
+		if got := processed(t, next(t, sub)).Hash; got != want {
+			t.Fatalf("replayed %s, want %s", got.Short(), want.Short())
+		}
+	}
+	if _, ok := next(t, sub).(ReplayEnded); !ok {
+		t.Fatal("want ReplayEnded")
+	}
+	sub.Close()
+
+	pub, sub, err = n.StreamFrom(ctx, topicT, Start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, ok := next(t, sub).(ReplayStarted); !ok || ev.Total != 3 {
+		t.Fatalf("want ReplayStarted{3}, got %+v", ev)
+	}
+	for _, want := range hashes {
+		if got := processed(t, next(t, sub)).Hash; got != want {
+			t.Fatalf("replayed %s, want %s", got.Short(), want.Short())
+		}
+	}
+	if _, ok := next(t, sub).(ReplayEnded); !ok {
+		t.Fatal("want ReplayEnded")
+	}
+	h4 := publish(t, pub, "4")
+	if got := processed(t, next(t, sub)); got.Hash != h4 || got.Replayed {
+		t.Fatalf("live %+v", got)
+	}
+}
+
+// External operations for the topic, built offline by another author.
+func offlineOps(t *testing.T, topic operation.Topic, n int) ([]RawOperation, operation.PrivateKey) {
+	key, _ := operation.GenerateKey()
+	var out []RawOperation
+	var prev *operation.Operation
+	for i := 0; i < n; i++ {
+		d := operation.Draft{LogID: operation.LogIDFromTopic(topic), Body: []byte(fmt.Sprintf("offline %d", i))}
+		if prev != nil {
+			d.SeqNum, d.Backlink = prev.SeqNum()+1, prev.Hash
+		}
+		op, err := operation.Sign(key, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, RawOperation{Header: op.HeaderBytes, Body: op.Body})
+		prev = op
+	}
+	return out, key
+}
+
+func TestImportExternalStream(t *testing.T) {
+	n := newNode(t)
+	ctx := testCtx(t)
+	pub, sub, err := n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, key := offlineOps(t, topicT, 3)
+	// Reversed: the out-of-order buffer puts them back in log order.
+	rev := []RawOperation{ops[2], ops[1], ops[0]}
+	done := make(chan ImportSummary, 1)
+	go func() {
+		sum, err := pub.Import(ctx, Operations(rev))
+		if err != nil {
+			t.Error(err)
+		}
+		done <- sum
+	}()
+	if ev, ok := next(t, sub).(ImportStarted); !ok || ev.SessionID != 0 {
+		t.Fatalf("want ImportStarted{0}, got %+v", ev)
+	}
+	for i := 0; i < 3; i++ {
+		op := processed(t, next(t, sub))
+		if op.Author != key.PublicKey() || op.SeqNum != uint64(i) {
+			t.Fatalf("import event %d: %+v", i, op)
+		}
+		if src, ok := op.Source.(ExternalStream); !ok || src.SessionID != 0 {
+			t.Fatalf("source %+v", op.Source)
+		}
+	}
+	if ev, ok := next(t, sub).(ImportEnded); !ok || ev.SessionID != 0 || ev.Stored != 3 {
+		t.Fatalf("want ImportEnded{0}, got %+v", ev)
+	}
+	if sum := <-done; sum.Stored != 3 || sum.Failed != 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+	// Importing the same operations again: duplicates are not re-delivered.
+	sum, err := pub.Import(ctx, Operations(ops))
+	if err != nil || sum.SessionID != 1 || sum.Duplicates != 3 {
+		t.Fatalf("second import %+v %v", sum, err)
+	}
+	if _, ok := next(t, sub).(ImportStarted); !ok {
+		t.Fatal("want ImportStarted")
+	}
+	if _, ok := next(t, sub).(ImportEnded); !ok {
+		t.Fatal("want ImportEnded right after (duplicates suppressed)")
+	}
+}
+
+func TestLogPrefixPruning(t *testing.T) {
+	n := newNode(t)
+	ctx := testCtx(t)
+	pub, sub, err := n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		publish(t, pub, fmt.Sprint(i))
+		processed(t, next(t, sub))
+	}
+	p, err := pub.Prune(ctx, []byte("4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Wait(ctx)
+	if err != nil || !res.Stored || res.Pruned != 3 {
+		t.Fatalf("prune %+v %v", res, err)
+	}
+	if op := processed(t, next(t, sub)); string(op.Message) != "4" || op.SeqNum != 3 {
+		t.Fatalf("prune op %+v", op)
+	}
+	size, err := n.Store().LogSize(ctx, n.ID(), operation.LogIDFromTopic(topicT), 0, 1<<32)
+	if err != nil || size.Ops != 1 {
+		t.Fatalf("log after prune %+v %v", size, err)
+	}
+	// A system-only prune is stored, acknowledged and not delivered.
+	p, err = pub.Prune(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := p.Wait(ctx); err != nil || res.Pruned != 1 {
+		t.Fatalf("system prune %+v %v", res, err)
+	}
+	noEvent(t, n, sub)
+	sub.Close()
+	_, sub, err = n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noEvent(t, n, sub) // acked, so nothing replays
+}
+
+func TestSlowSubscriberDoesNotStopOtherTopic(t *testing.T) {
+	n := newNode(t, WithEventBuffer(1))
+	ctx := testCtx(t)
+	topicA := operation.Topic(operation.HashOf([]byte("A")))
+	topicB := operation.Topic(operation.HashOf([]byte("B")))
+	pubA, subA, err := n.Stream(ctx, topicA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubB, subB, err := n.Stream(ctx, topicB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nobody reads A: its buffer fills and its delivery blocks.
+	for i := 0; i < 5; i++ {
+		if _, err := pubA.Publish(ctx, []byte("a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 20; i++ {
+		h := publish(t, pubB, fmt.Sprint(i))
+		if op := processed(t, next(t, subB)); op.Hash != h {
+			t.Fatalf("B got %s want %s", op.Hash.Short(), h.Short())
+		}
+	}
+	for i := 0; i < 5; i++ {
+		processed(t, next(t, subA))
+	}
+}
+
+func TestRemoteOutOfOrderAndForgedOperations(t *testing.T) {
+	n := newNode(t)
+	ctx := testCtx(t)
+	_, sub, err := n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, _ := offlineOps(t, topicT, 4)
+	src := SyncSession{SessionID: 7, Phase: PhaseLive}
+	var tickets []*pipeline.Ticket
+	for _, i := range []int{3, 1, 2, 0} {
+		tk, err := n.ingestRemoteAsync(ctx, topicT, ops[i].Header, ops[i].Body, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tickets = append(tickets, tk)
+	}
+	for _, tk := range tickets {
+		if _, err := tk.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 4; i++ {
+		if op := processed(t, next(t, sub)); op.SeqNum != uint64(i) {
+			t.Fatalf("delivered seq %d at %d", op.SeqNum, i)
+		}
+	}
+	before, _ := n.Store().TopicStats(ctx)
+	bad := append([]byte(nil), ops[1].Header...)
+	bad[50] ^= 0xff
+	for _, c := range []struct {
+		header, body []byte
+		want         error
+	}{
+		{bad, ops[1].Body, operation.ErrSignature},
+		{[]byte("garbage"), nil, operation.ErrMalformed},
+		{ops[1].Header, []byte("not the body"), operation.ErrPayloadMismatch},
+		{ops[1].Header, make([]byte, operation.DefaultMaxPayloadSize+1), operation.ErrTooLarge},
+	} {
+		if err := n.ingestRemote(ctx, topicT, c.header, c.body, src); !errors.Is(err, c.want) {
+			t.Fatalf("got %v, want %v", err, c.want)
+		}
+		if f, ok := next(t, sub).(ProcessingFailed); !ok || !errors.Is(f.Err, c.want) {
+			t.Fatalf("event %+v", f)
+		}
+	}
+	after, _ := n.Store().TopicStats(ctx)
+	if len(before) != 1 || len(after) != 1 || before[0].Ops != after[0].Ops || before[0].Bytes != after[0].Bytes {
+		t.Fatalf("store changed: %+v -> %+v", before, after)
+	}
+	// Re-sent operations are duplicates: stored once, delivered once.
+	if err := n.ingestRemote(ctx, topicT, ops[2].Header, ops[2].Body, src); err != nil {
+		t.Fatal(err)
+	}
+	noEvent(t, n, sub)
+}
+
+func TestReplayAfterRestartAndExplicitAckSurvives(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.sqlite")
+	key, _ := operation.GenerateKey()
+	ctx := testCtx(t)
+	open := func() *Node {
+		n, err := New(ctx, WithDatabase(path), WithPrivateKey(key), WithAckPolicy(Explicit))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	n := open()
+	pub, sub, err := n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hashes []operation.Hash
+	for i := 0; i < 5; i++ {
+		hashes = append(hashes, publish(t, pub, fmt.Sprint(i)))
+	}
+	for i := 0; i < 5; i++ {
+		op := processed(t, next(t, sub))
+		if i == 1 {
+			if err := op.Ack(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	n = open()
+	pub, sub, err = n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, ok := next(t, sub).(ReplayStarted); !ok || ev.Total != 3 {
+		t.Fatalf("want ReplayStarted{3}, got %+v", ev)
+	}
+	for _, want := range hashes[2:] {
+		if got := processed(t, next(t, sub)); got.Hash != want {
+			t.Fatalf("replayed %s, want %s", got.Hash.Short(), want.Short())
+		}
+	}
+	if _, ok := next(t, sub).(ReplayEnded); !ok {
+		t.Fatal("want ReplayEnded")
+	}
+	// Publishing continues the log after the restart.
+	h := publish(t, pub, "after restart")
+	op := processed(t, next(t, sub))
+	if op.Hash != h || op.SeqNum != 5 {
+		t.Fatalf("after restart %+v", op)
+	}
+	if err := sub.Ack(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n = open()
+	defer n.Close()
+	_, sub, err = n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noEvent(t, n, sub)
+}
+
+func TestNetworkSeams(t *testing.T) {
+	n := newNode(t)
+	ctx := testCtx(t)
+	tw, err := n.watchTopics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tw.Close()
+	w, err := n.watchStored(topicT, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, sub, err := n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := tw.Next(ctx); err != nil || c.Topic != topicT || !c.Added {
+		t.Fatalf("topic change %+v %v", c, err)
+	}
+	if got := n.streamedTopics(); len(got) != 1 || got[0] != topicT {
+		t.Fatalf("streamed %v", got)
+	}
+	h := publish(t, pub, "x")
+	ops, _ := offlineOps(t, topicT, 1)
+	peer, _ := operation.GenerateKey()
+	if err := n.ingestRemote(ctx, topicT, ops[0].Header, ops[0].Body, SyncSession{Peer: peer.PublicKey(), SessionID: 3}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"local", "remote"} {
+		select {
+		case so := <-w.C():
+			_, local := so.Source.(LocalStore)
+			if (want == "local") != local || (want == "local" && so.Op.Hash != h) {
+				t.Fatalf("stored notification %s: %+v", want, so)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("no stored notification")
+		}
+	}
+	if !n.emitTopicEvent(ctx, topicT, SyncStarted{Peer: peer.PublicKey(), SessionID: 3, IncomingOps: 1}) {
+		t.Fatal("emit failed")
+	}
+	processed(t, next(t, sub))
+	processed(t, next(t, sub))
+	if ev, ok := next(t, sub).(SyncStarted); !ok || ev.SessionID != 3 {
+		t.Fatalf("sync event %+v", ev)
+	}
+	// A watcher that does not keep up is dropped with errLagged, never blocking ingest.
+	lag, err := n.watchStored(topicT, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, pub, "1")
+	publish(t, pub, "2")
+	processed(t, next(t, sub))
+	processed(t, next(t, sub))
+	for range lag.C() {
+	}
+	if !errors.Is(lag.Err(), errLagged) {
+		t.Fatalf("lag err %v", lag.Err())
+	}
+	w.Close()
+	sub.Close()
+	if c, err := tw.Next(ctx); err != nil || c.Added {
+		t.Fatalf("topic removal %+v %v", c, err)
+	}
+}

@@ -1,0 +1,676 @@
+// Package pipeline turns raw operations into stored, delivered operations:
+// validate → store → prune → deliver.
+//
+//   - validate: header decoding, strict Ed25519 verification and payload checks run on a
+//     pool of GOMAXPROCS workers (verification is ~90% of the CPU cost of an operation).
+//     An operation that fails here never reaches a later stage: nothing is stored, pruned,
+//     acknowledged or forwarded for it.
+//   - store + prune: one writer goroutine owns all writes. It batches verified operations of
+//     all topics (up to MaxBatch, or FlushDelay after the first one) into a single store
+//     transaction, in which pruning happens too, and acknowledgements ride along.
+//   - ordering: per (author, log) operations are applied in seq order. An operation whose
+//     predecessor is missing is held (already verified) in a bounded per-topic buffer and
+//     retried as soon as the missing entry is stored.
+//   - deliver: results are handed to Config.Deliver on one goroutine per topic, in commit
+//     order. A topic whose consumer is slow only holds back that topic: each topic has its
+//     own bound on in-flight operations, which is where backpressure reaches producers.
+//
+// Local publishes are signed here (Publish) and go through the same writer, serialized per
+// topic so two concurrent publishes can never fork the author's log.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pandanet/pandanet/pkg/operation"
+	"github.com/pandanet/pandanet/pkg/store"
+)
+
+// Errors reported by the pipeline itself (operation errors come from pkg/operation).
+var (
+	// ErrClosed: the pipeline was closed before the operation was processed.
+	ErrClosed = errors.New("pipeline closed")
+	// ErrBufferFull: an out-of-order operation was dropped because its topic's buffer was
+	// full; it will have to be synced again.
+	ErrBufferFull = errors.New("out-of-order buffer full")
+	// ErrBufferExpired: an out-of-order operation waited longer than BufferTTL for its
+	// predecessor.
+	ErrBufferExpired = errors.New("out-of-order operation expired before its predecessor arrived")
+)
+
+// Config configures a pipeline. Only Store is required.
+type Config struct {
+	Store *store.Store
+	// Limits bound what is accepted from remote sources.
+	Limits operation.Limits
+	// Workers verifying signatures; default GOMAXPROCS.
+	Workers int
+	// MaxBatch is the most operations written per transaction; default 1000.
+	MaxBatch int
+	// FlushDelay is how long the writer waits for more operations after the first one of a
+	// batch; default 1ms. Under load batches fill up while the previous commit runs anyway.
+	FlushDelay time.Duration
+	// TopicInflight bounds operations of one topic submitted but not yet delivered; Submit
+	// and Publish block when it is reached (backpressure). Default 256.
+	TopicInflight int
+	// BufferOps and BufferBytes bound each topic's out-of-order buffer (defaults 1024 and
+	// 16 MiB); BufferTTL bounds how long an operation waits there (default 30s).
+	BufferOps   int
+	BufferBytes int
+	BufferTTL   time.Duration
+	// Deliver receives every result, on one goroutine per topic, in the order the results
+	// became final. It may block (that topic's backpressure); it must not call back into
+	// the pipeline in a way that waits for the same topic's deliveries.
+	Deliver func(Result)
+	// Observe, if set, is called synchronously for every result as soon as it is final
+	// (before delivery), from pipeline goroutines. Meant for metrics; must be fast.
+	Observe func(Result)
+}
+
+// Status is the final state of one operation.
+type Status uint8
+
+const (
+	// Stored: the operation was validated and is now stored (and its log pruned if it
+	// carried the prune flag).
+	Stored Status = iota + 1
+	// Duplicate: the operation was stored already; nothing changed.
+	Duplicate
+	// Failed: the operation was rejected (Err says why) or could not be processed.
+	Failed
+)
+
+func (s Status) String() string {
+	switch s {
+	case Stored:
+		return "stored"
+	case Duplicate:
+		return "duplicate"
+	case Failed:
+		return "failed"
+	}
+	return fmt.Sprintf("status(%d)", uint8(s))
+}
+
+// Stage names where a result was decided.
+type Stage uint8
+
+const (
+	StageValidate Stage = iota + 1
+	StageStore
+	StageBuffer
+)
+
+func (s Stage) String() string {
+	switch s {
+	case StageValidate:
+		return "validate"
+	case StageStore:
+		return "store"
+	case StageBuffer:
+		return "buffer"
+	}
+	return fmt.Sprintf("stage(%d)", uint8(s))
+}
+
+// Input is a raw operation from any source.
+type Input struct {
+	Topic  operation.Topic
+	Header []byte
+	Body   []byte
+	// Source is opaque to the pipeline and returned in the Result.
+	Source any
+}
+
+// Result is the outcome for one operation.
+type Result struct {
+	Topic operation.Topic
+	Hash  operation.Hash
+	// Op is the decoded operation; nil if decoding failed.
+	Op     *operation.Operation
+	Status Status
+	Stage  Stage
+	// Err wraps an operation.Err* sentinel for invalid operations (use operation.Reason
+	// for a metrics label), or ErrBufferFull/ErrBufferExpired/ErrClosed or a store error.
+	Err error
+	// Pruned counts the log entries deleted by this operation's prune flag.
+	Pruned int64
+	Source any
+	// Local is true for operations created by Publish.
+	Local bool
+	// Latency is the time from submission to the result becoming final.
+	Latency time.Duration
+}
+
+// Ticket follows one submitted operation.
+type Ticket struct {
+	hash      operation.Hash
+	done      chan struct{}
+	delivered chan struct{}
+	res       Result
+}
+
+func newTicket(h operation.Hash) *Ticket {
+	return &Ticket{hash: h, done: make(chan struct{}), delivered: make(chan struct{})}
+}
+
+// Hash is the operation id (BLAKE3 of the header bytes), known before validation.
+func (t *Ticket) Hash() operation.Hash { return t.hash }
+
+// Done is closed when the result is final: stored (committed to disk), duplicate or failed.
+func (t *Ticket) Done() <-chan struct{} { return t.done }
+
+// Delivered is closed after Config.Deliver returned for this operation's result.
+func (t *Ticket) Delivered() <-chan struct{} { return t.delivered }
+
+// Result returns the final result; only valid after Done is closed.
+func (t *Ticket) Result() Result { return t.res }
+
+// Wait blocks until the result is final and returns it, with Err as the error.
+func (t *Ticket) Wait(ctx context.Context) (Result, error) {
+	select {
+	case <-t.done:
+		return t.res, t.res.Err
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+}
+
+// Pipeline is the validate → store → prune → deliver pipeline. Create with New, stop with
+// Close.
+type Pipeline struct {
+	cfg   Config
+	store *store.Store
+
+	verifyCh chan *job
+	writeCh  chan *writeReq
+
+	mu        sync.RWMutex // guards closed; producers hold RLock while registering
+	closed    bool
+	closing   chan struct{}
+	producers sync.WaitGroup
+	workers   sync.WaitGroup
+	writerEnd chan struct{}
+	delivery  sync.WaitGroup
+
+	topicsMu sync.Mutex
+	topics   map[operation.Topic]*topicState
+
+	stats stats
+}
+
+type job struct {
+	topic   operation.Topic
+	ts      *topicState
+	header  []byte
+	body    []byte
+	hash    operation.Hash
+	op      *operation.Operation
+	source  any
+	local   bool
+	start   time.Time
+	ticket  *Ticket
+	hasSlot bool
+	// buffered is when the job entered the out-of-order buffer.
+	buffered time.Time
+}
+
+func (j *job) size() int { return len(j.header) + len(j.body) }
+
+type writeReq struct {
+	job  *job
+	acks []store.Ack
+	done chan error // for acks; buffered(1)
+}
+
+// New starts a pipeline.
+func New(cfg Config) (*Pipeline, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("pipeline: Store is required")
+	}
+	if cfg.Limits.MaxPayloadSize == 0 {
+		cfg.Limits = operation.DefaultLimits
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 1000
+	}
+	if cfg.FlushDelay <= 0 {
+		cfg.FlushDelay = time.Millisecond
+	}
+	if cfg.TopicInflight <= 0 {
+		cfg.TopicInflight = 256
+	}
+	if cfg.BufferOps <= 0 {
+		cfg.BufferOps = 1024
+	}
+	if cfg.BufferBytes <= 0 {
+		cfg.BufferBytes = 16 << 20
+	}
+	if cfg.BufferTTL <= 0 {
+		cfg.BufferTTL = 30 * time.Second
+	}
+	if cfg.Deliver == nil {
+		cfg.Deliver = func(Result) {}
+	}
+	p := &Pipeline{
+		cfg:       cfg,
+		store:     cfg.Store,
+		verifyCh:  make(chan *job, 4*cfg.Workers),
+		writeCh:   make(chan *writeReq, 2*cfg.MaxBatch),
+		closing:   make(chan struct{}),
+		writerEnd: make(chan struct{}),
+		topics:    make(map[operation.Topic]*topicState),
+	}
+	p.stats.rejected = make(map[string]uint64)
+	for range cfg.Workers {
+		p.workers.Add(1)
+		go p.verifyLoop()
+	}
+	w := newWriter(p)
+	go w.run()
+	return p, nil
+}
+
+// Close stops accepting operations, processes everything already accepted (the writer
+// flushes its last batch), fails operations still waiting in out-of-order buffers with
+// ErrClosed, waits for all deliveries and returns. Deliver must not block forever.
+func (p *Pipeline) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	close(p.closing)
+	p.mu.Unlock()
+	p.producers.Wait()
+	close(p.verifyCh)
+	p.workers.Wait()
+	close(p.writeCh)
+	<-p.writerEnd
+	p.delivery.Wait()
+	return nil
+}
+
+// enter registers a producer; it fails once Close started.
+func (p *Pipeline) enter() bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return false
+	}
+	p.producers.Add(1)
+	return true
+}
+
+// Submit validates and stores a raw operation from a remote or external source. It blocks
+// while the topic has TopicInflight operations in flight or the verifier queue is full
+// (backpressure) and returns a Ticket once the operation is queued. The result, including
+// validation failures, arrives through the Ticket and Config.Deliver.
+func (p *Pipeline) Submit(ctx context.Context, in Input) (*Ticket, error) {
+	if !p.enter() {
+		return nil, ErrClosed
+	}
+	defer p.producers.Done()
+	ts := p.topic(in.Topic)
+	if err := ts.acquire(ctx, p.closing); err != nil {
+		return nil, err
+	}
+	j := &job{topic: in.Topic, ts: ts, header: in.Header, body: in.Body, hash: operation.HashOf(in.Header),
+		source: in.Source, start: time.Now(), hasSlot: true}
+	j.ticket = newTicket(j.hash)
+	p.stats.submitted.Add(1)
+	select {
+	case p.verifyCh <- j:
+		return j.ticket, nil
+	case <-ctx.Done():
+		ts.release()
+		return nil, ctx.Err()
+	case <-p.closing:
+		ts.release()
+		return nil, ErrClosed
+	}
+}
+
+// PublishRequest describes a local operation to create.
+type PublishRequest struct {
+	Topic operation.Topic
+	Key   operation.PrivateKey
+	// Body is the message; nil for a system-only operation.
+	Body []byte
+	// Prune sets the prune flag: once stored, all earlier entries of the author's log for
+	// this topic are deleted.
+	Prune  bool
+	Source any
+}
+
+// Publish creates, signs and stores a new operation at the head of the key's log for the
+// topic. The next seq and backlink come from the last operation this pipeline published for
+// that log, or from the store the first time; publishes to one topic are serialized so they
+// never fork. The returned Ticket's Hash is the new operation's id.
+func (p *Pipeline) Publish(ctx context.Context, req PublishRequest) (*Ticket, error) {
+	if uint64(len(req.Body)) > p.cfg.Limits.MaxPayloadSize {
+		return nil, &operation.ValidationError{Kind: operation.ErrTooLarge,
+			Detail: fmt.Sprintf("message is %d bytes, at most %d allowed", len(req.Body), p.cfg.Limits.MaxPayloadSize)}
+	}
+	if !p.enter() {
+		return nil, ErrClosed
+	}
+	defer p.producers.Done()
+	ts := p.topic(req.Topic)
+	if err := ts.acquire(ctx, p.closing); err != nil {
+		return nil, err
+	}
+	ts.pubMu.Lock()
+	defer ts.pubMu.Unlock()
+	author, logID := req.Key.PublicKey(), operation.LogIDFromTopic(req.Topic)
+	d := operation.Draft{LogID: logID, Prune: req.Prune, Body: req.Body}
+	head, ok := ts.head(author)
+	if !ok {
+		latest, err := p.store.Latest(ctx, author, logID)
+		if err != nil {
+			ts.release()
+			return nil, fmt.Errorf("publish: %w", err)
+		}
+		if latest != nil {
+			head, ok = headOf(latest), true
+		}
+	}
+	if ok {
+		d.SeqNum, d.Backlink = head.seq+1, head.hash
+	}
+	op, err := operation.Sign(req.Key, d)
+	if err != nil {
+		ts.release()
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	j := &job{topic: req.Topic, ts: ts, header: op.HeaderBytes, body: op.Body, hash: op.Hash, op: op,
+		source: req.Source, local: true, start: time.Now(), hasSlot: true}
+	j.ticket = newTicket(op.Hash)
+	p.stats.submitted.Add(1)
+	select {
+	case p.writeCh <- &writeReq{job: j}:
+		ts.setHead(author, headOf(op))
+		return j.ticket, nil
+	case <-ctx.Done():
+		ts.release()
+		return nil, ctx.Err()
+	case <-p.closing:
+		ts.release()
+		return nil, ErrClosed
+	}
+}
+
+// Ack raises ack cursors through the writer, batched with the next transaction. With wait,
+// it returns once the acks are committed; otherwise as soon as they are queued.
+func (p *Pipeline) Ack(ctx context.Context, acks []store.Ack, wait bool) error {
+	if len(acks) == 0 && !wait {
+		return nil
+	}
+	if !p.enter() {
+		return ErrClosed
+	}
+	req := &writeReq{acks: acks, done: make(chan error, 1)}
+	select {
+	case p.writeCh <- req:
+		p.producers.Done()
+	case <-ctx.Done():
+		p.producers.Done()
+		return ctx.Err()
+	case <-p.closing:
+		p.producers.Done()
+		return ErrClosed
+	}
+	if !wait {
+		return nil
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Flush returns once every operation and ack queued for the writer before the call is
+// committed (a barrier: the writer handles requests in order).
+func (p *Pipeline) Flush(ctx context.Context) error { return p.Ack(ctx, nil, true) }
+
+func (p *Pipeline) verifyLoop() {
+	defer p.workers.Done()
+	for j := range p.verifyCh {
+		op, err := p.cfg.Limits.Decode(j.header, j.body)
+		if err == nil {
+			err = checkTopic(op, j.topic)
+		}
+		if err != nil {
+			p.finish(j, Result{Status: Failed, Stage: StageValidate, Err: err, Op: nil})
+			continue
+		}
+		j.op = op
+		// Keep the decoded operation's copies; drop the caller's buffers.
+		j.header, j.body = op.HeaderBytes, op.Body
+		p.writeCh <- &writeReq{job: j}
+	}
+}
+
+// checkTopic enforces the Node's rules beyond p2panda-core: Node extensions are present and
+// the log id is the topic's.
+func checkTopic(op *operation.Operation, topic operation.Topic) error {
+	if op.Header.Extensions == nil {
+		return &operation.ValidationError{Kind: operation.ErrMissingExtensions, Detail: op.Hash.Short()}
+	}
+	if want := operation.LogIDFromTopic(topic); op.LogID() != want {
+		return &operation.ValidationError{Kind: operation.ErrLogIDMismatch,
+			Detail: fmt.Sprintf("log id %s, topic's is %s", op.LogID().Short(), want.Short())}
+	}
+	return nil
+}
+
+// finish makes a job's result final: observe, resolve the ticket, queue delivery.
+func (p *Pipeline) finish(j *job, r Result) {
+	r.Topic, r.Hash, r.Source, r.Local = j.topic, j.hash, j.source, j.local
+	if r.Op == nil {
+		r.Op = j.op
+	}
+	r.Latency = time.Since(j.start)
+	p.stats.record(r)
+	if p.cfg.Observe != nil {
+		p.cfg.Observe(r)
+	}
+	if r.Status == Failed && j.local && r.Op != nil {
+		// Our own head is unknown now; re-read it from the store on the next publish.
+		j.ts.forgetHead(r.Op.Author())
+	}
+	j.ticket.res = r
+	close(j.ticket.done)
+	j.ts.enqueue(p, j, r)
+}
+
+// --- per-topic state -------------------------------------------------------------------
+
+type head struct {
+	seq  uint64
+	hash operation.Hash
+}
+
+func headOf(op *operation.Operation) head { return head{seq: op.SeqNum(), hash: op.Hash} }
+
+type topicState struct {
+	topic operation.Topic
+	slots chan struct{} // counting semaphore of in-flight operations
+
+	pubMu   sync.Mutex // serializes Publish per topic
+	headsMu sync.Mutex
+	heads   map[operation.PublicKey]head
+
+	qMu      sync.Mutex
+	queue    []delivery
+	draining bool
+}
+
+type delivery struct {
+	j *job
+	r Result
+}
+
+func (p *Pipeline) topic(t operation.Topic) *topicState {
+	p.topicsMu.Lock()
+	defer p.topicsMu.Unlock()
+	ts := p.topics[t]
+	if ts == nil {
+		ts = &topicState{topic: t, slots: make(chan struct{}, p.cfg.TopicInflight), heads: make(map[operation.PublicKey]head)}
+		p.topics[t] = ts
+	}
+	return ts
+}
+
+func (ts *topicState) acquire(ctx context.Context, closing <-chan struct{}) error {
+	select {
+	case ts.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-closing:
+		return ErrClosed
+	}
+}
+
+func (ts *topicState) release() { <-ts.slots }
+
+func (ts *topicState) head(author operation.PublicKey) (head, bool) {
+	ts.headsMu.Lock()
+	defer ts.headsMu.Unlock()
+	h, ok := ts.heads[author]
+	return h, ok
+}
+
+func (ts *topicState) setHead(author operation.PublicKey, h head) {
+	ts.headsMu.Lock()
+	ts.heads[author] = h
+	ts.headsMu.Unlock()
+}
+
+func (ts *topicState) forgetHead(author operation.PublicKey) {
+	ts.headsMu.Lock()
+	delete(ts.heads, author)
+	ts.headsMu.Unlock()
+}
+
+// enqueue appends a result to the topic's delivery queue and starts the topic's delivery
+// goroutine if it is not running. The goroutine exits when the queue is empty, so idle
+// topics cost nothing.
+func (ts *topicState) enqueue(p *Pipeline, j *job, r Result) {
+	ts.qMu.Lock()
+	ts.queue = append(ts.queue, delivery{j, r})
+	start := !ts.draining
+	if start {
+		ts.draining = true
+		p.delivery.Add(1)
+	}
+	ts.qMu.Unlock()
+	if start {
+		go ts.drain(p)
+	}
+}
+
+func (ts *topicState) drain(p *Pipeline) {
+	defer p.delivery.Done()
+	for {
+		ts.qMu.Lock()
+		if len(ts.queue) == 0 {
+			ts.draining = false
+			ts.queue = nil
+			ts.qMu.Unlock()
+			return
+		}
+		d := ts.queue[0]
+		ts.queue[0] = delivery{}
+		ts.queue = ts.queue[1:]
+		ts.qMu.Unlock()
+		p.cfg.Deliver(d.r)
+		close(d.j.ticket.delivered)
+		if d.j.hasSlot {
+			d.j.hasSlot = false
+			ts.release()
+		}
+	}
+}
+
+// --- statistics ------------------------------------------------------------------------
+
+// Stats is a snapshot of pipeline counters since New.
+type Stats struct {
+	Submitted  uint64
+	Stored     uint64
+	Duplicates uint64
+	Failed     uint64
+	// Rejected counts failures by operation.Reason (plus "buffer_full", "buffer_expired",
+	// "closed" and "other" for non-validation failures).
+	Rejected map[string]uint64
+	Pruned   uint64
+	// Buffered is the number of operations currently waiting for a predecessor.
+	Buffered int64
+	Batches  uint64
+	// BatchedOps / Batches is the mean batch size.
+	BatchedOps uint64
+}
+
+type stats struct {
+	submitted, stored, duplicates, failed, pruned, batches, batchedOps atomic.Uint64
+	buffered                                                           atomic.Int64
+	mu                                                                 sync.Mutex
+	rejected                                                           map[string]uint64
+}
+
+func (s *stats) record(r Result) {
+	switch r.Status {
+	case Stored:
+		s.stored.Add(1)
+		s.pruned.Add(uint64(r.Pruned))
+	case Duplicate:
+		s.duplicates.Add(1)
+	case Failed:
+		s.failed.Add(1)
+		s.mu.Lock()
+		s.rejected[FailureReason(r.Err)]++
+		s.mu.Unlock()
+	}
+}
+
+// FailureReason is operation.Reason extended with the pipeline's own failures.
+func FailureReason(err error) string {
+	switch {
+	case errors.Is(err, ErrBufferFull):
+		return "buffer_full"
+	case errors.Is(err, ErrBufferExpired):
+		return "buffer_expired"
+	case errors.Is(err, ErrClosed):
+		return "closed"
+	}
+	return operation.Reason(err)
+}
+
+// Stats returns a snapshot of the counters.
+func (p *Pipeline) Stats() Stats {
+	s := Stats{
+		Submitted: p.stats.submitted.Load(), Stored: p.stats.stored.Load(), Duplicates: p.stats.duplicates.Load(),
+		Failed: p.stats.failed.Load(), Pruned: p.stats.pruned.Load(), Buffered: p.stats.buffered.Load(),
+		Batches: p.stats.batches.Load(), BatchedOps: p.stats.batchedOps.Load(), Rejected: map[string]uint64{},
+	}
+	p.stats.mu.Lock()
+	for k, v := range p.stats.rejected {
+		s.Rejected[k] = v
+	}
+	p.stats.mu.Unlock()
+	return s
+}

@@ -1,0 +1,240 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/pandanet/pandanet/pkg/operation"
+)
+
+// ErrNotFound is returned by Get for an unknown (or pruned) operation.
+var ErrNotFound = errors.New("operation not found")
+
+// Insert is one operation to store under a topic.
+type Insert struct {
+	Topic operation.Topic
+	Op    *operation.Operation
+}
+
+// Outcome is what InsertBatch did with one operation.
+type Outcome uint8
+
+const (
+	// Inserted: the operation is now stored and associated with the topic.
+	Inserted Outcome = iota + 1
+	// AlreadyExists: an operation with the same hash was already stored; nothing changed.
+	AlreadyExists
+	// MissingBacklink: the log does not yet contain the operation's predecessor (a gap).
+	// Nothing changed; the caller may retry once the missing entries are stored.
+	MissingBacklink
+	// Rejected: the operation can never be appended (fork, backlink mismatch, below a pruned
+	// start). Err carries the typed operation error.
+	Rejected
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Inserted:
+		return "inserted"
+	case AlreadyExists:
+		return "already_exists"
+	case MissingBacklink:
+		return "missing_backlink"
+	case Rejected:
+		return "rejected"
+	}
+	return fmt.Sprintf("outcome(%d)", uint8(o))
+}
+
+// InsertResult reports the outcome for one Insert.
+type InsertResult struct {
+	Outcome Outcome
+	// Err is set for MissingBacklink and Rejected; it wraps an operation.Err* sentinel.
+	Err error
+	// Pruned is the number of earlier entries deleted because the operation carried the
+	// prune flag.
+	Pruned int64
+}
+
+// Ack moves a topic's cursor for one log to Seq (if that is higher than the stored value).
+type Ack struct {
+	Topic  operation.Topic
+	Author operation.PublicKey
+	Log    operation.LogID
+	Seq    uint64
+}
+
+// InsertBatch stores the operations in one transaction. See Write.
+func (s *Store) InsertBatch(ctx context.Context, inserts []Insert) ([]InsertResult, error) {
+	return s.Write(ctx, inserts, nil)
+}
+
+// Write applies inserts and acks in one transaction and returns one result per insert, in
+// order. Every insert is checked against the log as it stands after the earlier inserts of
+// the same batch:
+//
+//   - an operation whose hash is stored already → AlreadyExists;
+//   - another operation at the same (author, log, seq) → Rejected with operation.ErrFork;
+//   - otherwise operation.CheckSequence against the latest entry; a gap → MissingBacklink,
+//     any other failure → Rejected;
+//   - on success the operation is inserted, associated with the topic and, if it carries
+//     the prune flag, the log's entries with a lower seq are deleted.
+//
+// A rejected operation does not affect the others. An error return means the database
+// failed (I/O, disk full, context cancelled) and nothing of the batch was committed.
+//
+// The caller is responsible for operation.Decode (signature, payload) having succeeded.
+func (s *Store) Write(ctx context.Context, inserts []Insert, acks []Ack) ([]InsertResult, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("write batch: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	results := make([]InsertResult, len(inserts))
+	if len(inserts) > 0 {
+		b, err := prepareBatch(ctx, tx)
+		if err != nil {
+			return nil, err
+		}
+		defer b.close()
+		for i := range inserts {
+			if results[i], err = b.insert(ctx, &inserts[i]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if len(acks) > 0 {
+		stmt, err := tx.PrepareContext(ctx, ackSQL)
+		if err != nil {
+			return nil, fmt.Errorf("write batch: prepare ack: %w", err)
+		}
+		defer stmt.Close()
+		for _, a := range acks {
+			if _, err := stmt.ExecContext(ctx, a.Topic[:], a.Author[:], a.Log[:], int64(a.Seq)); err != nil {
+				return nil, fmt.Errorf("write batch: ack: %w", err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("write batch: commit: %w", err)
+	}
+	return results, nil
+}
+
+const ackSQL = `INSERT INTO ack_cursors (topic, author, log_id, seq) VALUES (?, ?, ?, ?)
+	ON CONFLICT (topic, author, log_id) DO UPDATE SET seq = max(seq, excluded.seq)`
+
+type batch struct {
+	tx                                         *sql.Tx
+	exists, latest, atSeq, insOp, insTopic, pr *sql.Stmt
+	topics                                     map[topicLog]struct{}
+}
+
+type topicLog struct {
+	topic  operation.Topic
+	author operation.PublicKey
+	log    operation.LogID
+}
+
+func prepareBatch(ctx context.Context, tx *sql.Tx) (*batch, error) {
+	b := &batch{tx: tx, topics: make(map[topicLog]struct{})}
+	for _, p := range []struct {
+		dst   **sql.Stmt
+		query string
+	}{
+		{&b.exists, `SELECT 1 FROM operations WHERE hash = ?`},
+		{&b.latest, `SELECT hash, seq FROM operations WHERE author = ? AND log_id = ? ORDER BY seq DESC LIMIT 1`},
+		{&b.atSeq, `SELECT hash FROM operations WHERE author = ? AND log_id = ? AND seq = ?`},
+		{&b.insOp, `INSERT INTO operations (hash, author, log_id, seq, header, body, payload_size, timestamp, prune)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&b.insTopic, `INSERT OR IGNORE INTO topic_logs (topic, author, log_id) VALUES (?, ?, ?)`},
+		{&b.pr, `DELETE FROM operations WHERE author = ? AND log_id = ? AND seq < ?`},
+	} {
+		stmt, err := tx.PrepareContext(ctx, p.query)
+		if err != nil {
+			b.close()
+			return nil, fmt.Errorf("write batch: prepare: %w", err)
+		}
+		*p.dst = stmt
+	}
+	return b, nil
+}
+
+func (b *batch) close() {
+	for _, s := range []*sql.Stmt{b.exists, b.latest, b.atSeq, b.insOp, b.insTopic, b.pr} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+func (b *batch) insert(ctx context.Context, in *Insert) (InsertResult, error) {
+	op := in.Op
+	author, logID, seq := op.Author(), op.LogID(), op.SeqNum()
+	var one int
+	switch err := b.exists.QueryRowContext(ctx, op.Hash[:]).Scan(&one); {
+	case err == nil:
+		return InsertResult{Outcome: AlreadyExists}, nil
+	case !errors.Is(err, sql.ErrNoRows):
+		return InsertResult{}, fmt.Errorf("write batch: lookup %s: %w", op.Hash.Short(), err)
+	}
+	var latest *operation.Operation
+	var lhash []byte
+	var lseq int64
+	switch err := b.latest.QueryRowContext(ctx, author[:], logID[:]).Scan(&lhash, &lseq); {
+	case err == nil:
+		latest = &operation.Operation{Hash: operation.Hash(lhash), Header: operation.Header{PublicKey: author, SeqNum: uint64(lseq)}}
+	case !errors.Is(err, sql.ErrNoRows):
+		return InsertResult{}, fmt.Errorf("write batch: latest entry: %w", err)
+	}
+	if err := operation.CheckSequence(latest, op); err != nil {
+		switch {
+		case latest != nil && seq <= latest.SeqNum():
+			var other []byte
+			switch err := b.atSeq.QueryRowContext(ctx, author[:], logID[:], int64(seq)).Scan(&other); {
+			case err == nil:
+				return InsertResult{Outcome: Rejected, Err: &operation.ValidationError{Kind: operation.ErrFork,
+					Detail: fmt.Sprintf("author %s seq %d is already %s, got %s", author.Short(), seq, operation.Hash(other).Short(), op.Hash.Short())}}, nil
+			case !errors.Is(err, sql.ErrNoRows):
+				return InsertResult{}, fmt.Errorf("write batch: entry at seq: %w", err)
+			}
+			// The seq is free but below the latest entry: the log was pruned past it.
+			return InsertResult{Outcome: Rejected, Err: &operation.ValidationError{Kind: operation.ErrSeqNum,
+				Detail: fmt.Sprintf("seq %d is below the log's retained entries (latest %d)", seq, latest.SeqNum())}}, nil
+		case errors.Is(err, operation.ErrSeqNum):
+			return InsertResult{Outcome: MissingBacklink, Err: err}, nil
+		default:
+			return InsertResult{Outcome: Rejected, Err: err}, nil
+		}
+	}
+	var body any
+	if op.Body != nil {
+		body = op.Body
+	}
+	prune := 0
+	if op.Prune() {
+		prune = 1
+	}
+	if _, err := b.insOp.ExecContext(ctx, op.Hash[:], author[:], logID[:], int64(seq), op.HeaderBytes, body,
+		int64(op.Header.PayloadSize), int64(op.Timestamp()), prune); err != nil {
+		return InsertResult{}, fmt.Errorf("write batch: insert %s: %w", op.Hash.Short(), err)
+	}
+	key := topicLog{in.Topic, author, logID}
+	if _, ok := b.topics[key]; !ok {
+		if _, err := b.insTopic.ExecContext(ctx, in.Topic[:], author[:], logID[:]); err != nil {
+			return InsertResult{}, fmt.Errorf("write batch: topic association: %w", err)
+		}
+		b.topics[key] = struct{}{}
+	}
+	res := InsertResult{Outcome: Inserted}
+	if op.Prune() && seq > 0 {
+		r, err := b.pr.ExecContext(ctx, author[:], logID[:], int64(seq))
+		if err != nil {
+			return InsertResult{}, fmt.Errorf("write batch: prune %s below %d: %w", author.Short(), seq, err)
+		}
+		res.Pruned, _ = r.RowsAffected()
+	}
+	return res, nil
+}

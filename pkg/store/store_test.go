@@ -1,0 +1,502 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/pandanet/pandanet/pkg/operation"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var (
+	topicA = operation.Topic(operation.HashOf([]byte("topic a")))
+	topicB = operation.Topic(operation.HashOf([]byte("topic b")))
+)
+
+// chain signs n consecutive operations of key's log for topic, starting after prev.
+func chain(t testing.TB, key operation.PrivateKey, topic operation.Topic, prev *operation.Operation, n int, body func(i int) []byte) []*operation.Operation {
+	t.Helper()
+	var out []*operation.Operation
+	for i := 0; i < n; i++ {
+		d := operation.Draft{LogID: operation.LogIDFromTopic(topic), Timestamp: uint64(1000 + i)}
+		if body != nil {
+			d.Body = body(i)
+		}
+		if prev != nil {
+			d.SeqNum, d.Backlink = prev.SeqNum()+1, prev.Hash
+		}
+		op, err := operation.Sign(key, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, op)
+		prev = op
+	}
+	return out
+}
+
+func signPrune(t testing.TB, key operation.PrivateKey, topic operation.Topic, prev *operation.Operation, body []byte) *operation.Operation {
+	t.Helper()
+	op, err := operation.Sign(key, operation.Draft{LogID: operation.LogIDFromTopic(topic), SeqNum: prev.SeqNum() + 1,
+		Backlink: prev.Hash, Prune: true, Body: body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return op
+}
+
+func newKey(t testing.TB) operation.PrivateKey {
+	k, err := operation.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func openStores(t *testing.T) map[string]*Store {
+	t.Helper()
+	out := map[string]*Store{}
+	mem, err := Open(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := Open(context.Background(), filepath.Join(t.TempDir(), "db.sqlite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out["memory"], out["file"] = mem, file
+	t.Cleanup(func() { mem.Close(); file.Close() })
+	return out
+}
+
+func inserts(topic operation.Topic, ops ...*operation.Operation) []Insert {
+	var out []Insert
+	for _, op := range ops {
+		out = append(out, Insert{Topic: topic, Op: op})
+	}
+	return out
+}
+
+func outcomes(res []InsertResult) []Outcome {
+	var out []Outcome
+	for _, r := range res {
+		out = append(out, r.Outcome)
+	}
+	return out
+}
+
+func equalOutcomes(a, b []Outcome) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestInsertBatchOutcomes(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range openStores(t) {
+		t.Run(name, func(t *testing.T) {
+			key := newKey(t)
+			ops := chain(t, key, topicA, nil, 4, func(i int) []byte { return []byte{byte(i)} })
+			// seq 0, 1, then 3 (gap), 1 again (duplicate within the batch), a fork of seq 1.
+			fork := chain(t, key, topicA, ops[0], 1, func(int) []byte { return []byte("fork") })[0]
+			res, err := s.InsertBatch(ctx, inserts(topicA, ops[0], ops[1], ops[3], ops[1], fork))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []Outcome{Inserted, Inserted, MissingBacklink, AlreadyExists, Rejected}
+			if got := outcomes(res); !equalOutcomes(got, want) {
+				t.Fatalf("outcomes %v, want %v", got, want)
+			}
+			if !errors.Is(res[2].Err, operation.ErrSeqNum) {
+				t.Errorf("gap error %v, want ErrSeqNum", res[2].Err)
+			}
+			if !errors.Is(res[4].Err, operation.ErrFork) {
+				t.Errorf("fork error %v, want ErrFork", res[4].Err)
+			}
+			// Items of the same batch see each other: 2 then 3 in one batch.
+			res, err = s.InsertBatch(ctx, inserts(topicA, ops[2], ops[3]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := outcomes(res); !equalOutcomes(got, []Outcome{Inserted, Inserted}) {
+				t.Fatalf("outcomes %v", got)
+			}
+			latest, err := s.Latest(ctx, key.PublicKey(), operation.LogIDFromTopic(topicA))
+			if err != nil || latest == nil || latest.Hash != ops[3].Hash {
+				t.Fatalf("latest = %v, %v; want %s", latest, err, ops[3].Hash.Short())
+			}
+			got, err := s.Get(ctx, ops[2].Hash)
+			if err != nil || got.Hash != ops[2].Hash || string(got.Body) != "\x02" || got.SeqNum() != 2 {
+				t.Fatalf("get = %+v, %v", got, err)
+			}
+			if _, err := s.Get(ctx, fork.Hash); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("forked op stored: %v", err)
+			}
+			// A wrong backlink at the next seq is a fork too.
+			bad, err := operation.Sign(key, operation.Draft{LogID: operation.LogIDFromTopic(topicA), SeqNum: 4, Backlink: ops[1].Hash})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err = s.InsertBatch(ctx, inserts(topicA, bad))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res[0].Outcome != Rejected || !errors.Is(res[0].Err, operation.ErrFork) {
+				t.Fatalf("bad backlink: %+v", res[0])
+			}
+		})
+	}
+}
+
+func TestPruneAndRanges(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range openStores(t) {
+		t.Run(name, func(t *testing.T) {
+			key := newKey(t)
+			author, log := key.PublicKey(), operation.LogIDFromTopic(topicA)
+			ops := chain(t, key, topicA, nil, 600, func(i int) []byte { return []byte("message") })
+			if _, err := s.InsertBatch(ctx, inserts(topicA, ops...)); err != nil {
+				t.Fatal(err)
+			}
+			var seen []uint64
+			if err := s.LogRange(ctx, author, log, 10, 530, func(op *operation.Operation) error {
+				seen = append(seen, op.SeqNum())
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(seen) != 521 || seen[0] != 10 || seen[520] != 530 {
+				t.Fatalf("range returned %d entries, first %v", len(seen), seen[:1])
+			}
+			for i := 1; i < len(seen); i++ {
+				if seen[i] != seen[i-1]+1 {
+					t.Fatalf("range not ascending at %d: %d after %d", i, seen[i], seen[i-1])
+				}
+			}
+			stop := errors.New("stop")
+			n := 0
+			if err := s.LogRange(ctx, author, log, 0, 1000, func(*operation.Operation) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
+				t.Fatalf("stop: err %v after %d", err, n)
+			}
+			size, err := s.LogSize(ctx, author, log, 0, 1<<40)
+			if err != nil || size.Ops != 600 || size.PayloadOps != 600 {
+				t.Fatalf("size %+v %v", size, err)
+			}
+			pr := signPrune(t, key, topicA, ops[599], nil)
+			res, err := s.InsertBatch(ctx, inserts(topicA, pr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res[0].Outcome != Inserted || res[0].Pruned != 600 {
+				t.Fatalf("prune result %+v", res[0])
+			}
+			size, err = s.LogSize(ctx, author, log, 0, 1<<40)
+			if err != nil || size.Ops != 1 || size.PayloadOps != 0 {
+				t.Fatalf("size after prune %+v %v", size, err)
+			}
+			// An old entry that arrives after the prune is rejected and not re-stored.
+			res, err = s.InsertBatch(ctx, inserts(topicA, ops[5]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res[0].Outcome != Rejected || !errors.Is(res[0].Err, operation.ErrSeqNum) {
+				t.Fatalf("stale entry: %+v", res[0])
+			}
+			// A fresh store accepts the pruned log starting at the prune op.
+			heights, err := s.LogHeights(ctx, topicA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h, ok := heights.Get(author, log); !ok || h != 600 {
+				t.Fatalf("heights %v", heights)
+			}
+		})
+	}
+}
+
+func TestPrunedLogStartsAtPruneOp(t *testing.T) {
+	ctx := context.Background()
+	s := openStores(t)["memory"]
+	key := newKey(t)
+	ops := chain(t, key, topicA, nil, 3, nil)
+	pr := signPrune(t, key, topicA, ops[2], []byte("new start"))
+	next := chain(t, key, topicA, pr, 1, nil)[0]
+	res, err := s.InsertBatch(ctx, inserts(topicA, pr, next, ops[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := outcomes(res); !equalOutcomes(got, []Outcome{Inserted, Inserted, Rejected}) {
+		t.Fatalf("outcomes %v", got)
+	}
+}
+
+func TestCursorsAndStats(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range openStores(t) {
+		t.Run(name, func(t *testing.T) {
+			k1, k2 := newKey(t), newKey(t)
+			logA, logB := operation.LogIDFromTopic(topicA), operation.LogIDFromTopic(topicB)
+			var all []Insert
+			all = append(all, inserts(topicA, chain(t, k1, topicA, nil, 3, nil)...)...)
+			all = append(all, inserts(topicA, chain(t, k2, topicA, nil, 2, func(int) []byte { return []byte("xy") })...)...)
+			all = append(all, inserts(topicB, chain(t, k1, topicB, nil, 5, nil)...)...)
+			if _, err := s.InsertBatch(ctx, all); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Ack(ctx, topicA, k1.PublicKey(), logA, 1); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Ack(ctx, topicA, k1.PublicKey(), logA, 0); err != nil { // never backwards
+				t.Fatal(err)
+			}
+			if _, err := s.Write(ctx, nil, []Ack{{topicA, k2.PublicKey(), logA, 1}, {topicA, k1.PublicKey(), logA, 2}}); err != nil {
+				t.Fatal(err)
+			}
+			c, err := s.Cursor(ctx, topicA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v, _ := c.Get(k1.PublicKey(), logA); v != 2 || len(c) != 2 {
+				t.Fatalf("cursor %v", c)
+			}
+			reset := Heights{}
+			reset.Set(k1.PublicKey(), logA, 0)
+			if err := s.ResetCursor(ctx, topicA, reset); err != nil {
+				t.Fatal(err)
+			}
+			if c, _ = s.Cursor(ctx, topicA); len(c) != 1 || c[k1.PublicKey()][logA] != 0 {
+				t.Fatalf("cursor after reset %v", c)
+			}
+			if c, _ = s.Cursor(ctx, topicB); len(c) != 0 {
+				t.Fatalf("topic B cursor %v", c)
+			}
+			topics, err := s.Topics(ctx)
+			if err != nil || len(topics) != 2 {
+				t.Fatalf("topics %v %v", topics, err)
+			}
+			stats, err := s.TopicStats(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			byTopic := map[operation.Topic]TopicStat{}
+			for _, st := range stats {
+				byTopic[st.Topic] = st
+			}
+			if st := byTopic[topicA]; st.Ops != 5 || st.Authors != 2 || len(st.Logs) != 2 {
+				t.Fatalf("topic A stats %+v", st)
+			}
+			if st := byTopic[topicB]; st.Ops != 5 || st.Authors != 1 || st.Logs[0].Height != 4 || st.Logs[0].Log != logB {
+				t.Fatalf("topic B stats %+v", st)
+			}
+			if size, err := s.Size(ctx); err != nil || size <= 0 {
+				t.Fatalf("size %d %v", size, err)
+			}
+		})
+	}
+}
+
+func TestReopenKeepsDataAndSchema(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db.sqlite")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t)
+	ops := chain(t, key, topicA, nil, 3, nil)
+	if _, err := s.InsertBatch(ctx, inserts(topicA, ops...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ack(ctx, topicA, key.PublicKey(), operation.LogIDFromTopic(topicA), 2); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var version int
+	if err := s.r.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != SchemaVersion {
+		t.Fatalf("user_version %d %v", version, err)
+	}
+	var mode string
+	if err := s.w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		t.Fatalf("journal mode %q %v", mode, err)
+	}
+	if h, _ := s.LogHeights(ctx, topicA); h[key.PublicKey()][operation.LogIDFromTopic(topicA)] != 2 {
+		t.Fatalf("heights after reopen %v", h)
+	}
+	if c, _ := s.Cursor(ctx, topicA); c[key.PublicKey()][operation.LogIDFromTopic(topicA)] != 2 {
+		t.Fatalf("cursor after reopen %v", c)
+	}
+	if err := s.IntegrityCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A readers-only handle cannot write.
+	if _, err := s.r.ExecContext(ctx, "DELETE FROM operations"); err == nil {
+		t.Fatal("reader pool accepted a write")
+	}
+}
+
+func TestNewerSchemaRefused(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db.sqlite")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.ExecContext(ctx, "PRAGMA user_version = 99"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err := Open(ctx, path); err == nil {
+		s.Close()
+		t.Fatal("opened a database with a newer schema")
+	}
+}
+
+// Readers run while the writer commits batches; every read sees a consistent prefix of
+// each log (heights only grow, ranges are gap-free).
+func TestConcurrentReadersDuringWrites(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range openStores(t) {
+		t.Run(name, func(t *testing.T) {
+			keys := []operation.PrivateKey{newKey(t), newKey(t), newKey(t)}
+			var batches [][]Insert
+			prev := make([]*operation.Operation, len(keys))
+			for b := 0; b < 20; b++ {
+				var batch []Insert
+				for i, k := range keys {
+					ops := chain(t, k, topicA, prev[i], 10, func(int) []byte { return make([]byte, 100) })
+					prev[i] = ops[len(ops)-1]
+					batch = append(batch, inserts(topicA, ops...)...)
+				}
+				batches = append(batches, batch)
+			}
+			done := make(chan struct{})
+			var wg sync.WaitGroup
+			errs := make(chan error, 8)
+			for r := 0; r < 3; r++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					last := map[operation.PublicKey]uint64{}
+					for {
+						select {
+						case <-done:
+							return
+						default:
+						}
+						h, err := s.LogHeights(ctx, topicA)
+						if err != nil {
+							errs <- err
+							return
+						}
+						for a, logs := range h {
+							for l, seq := range logs {
+								if seq < last[a] {
+									errs <- errors.New("height went backwards")
+									return
+								}
+								last[a] = seq
+								var n uint64
+								if err := s.LogRange(ctx, a, l, 0, seq, func(op *operation.Operation) error {
+									if op.SeqNum() != n {
+										return errors.New("gap in range")
+									}
+									n++
+									return nil
+								}); err != nil {
+									errs <- err
+									return
+								}
+							}
+						}
+					}
+				}()
+			}
+			for _, b := range batches {
+				res, err := s.InsertBatch(ctx, b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range res {
+					if r.Outcome != Inserted {
+						t.Fatalf("outcome %v %v", r.Outcome, r.Err)
+					}
+				}
+			}
+			close(done)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// FuzzInsertBatch feeds arbitrary sequences of valid, duplicated, reordered and forked
+// operations and checks the store's invariants: no two entries at one seq, and every log is
+// gap-free from its first retained entry.
+func FuzzInsertBatch(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5})
+	f.Add([]byte{3, 1, 0, 0, 2, 9, 8, 7})
+	f.Add([]byte{5, 0, 1, 130, 2, 3})
+	key, _ := operation.PrivateKeyFromSeed(make([]byte, 32))
+	ops := chain(f, key, topicA, nil, 8, func(i int) []byte { return []byte{byte(i)} })
+	forks := chain(f, key, topicA, ops[1], 3, func(i int) []byte { return []byte("fork") })
+	prune := signPrune(f, key, topicA, ops[4], nil)
+	pool := append(append(append([]*operation.Operation{}, ops...), forks...), prune)
+	s, err := Open(context.Background(), "")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { s.Close() })
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ctx := context.Background()
+		if _, err := s.w.ExecContext(ctx, "DELETE FROM operations; DELETE FROM topic_logs"); err != nil {
+			t.Fatal(err)
+		}
+		var batch []Insert
+		for _, b := range data {
+			batch = append(batch, Insert{Topic: topicA, Op: pool[int(b&0x7f)%len(pool)]})
+			if b&0x80 != 0 {
+				if _, err := s.InsertBatch(ctx, batch); err != nil {
+					t.Fatal(err)
+				}
+				batch = nil
+			}
+		}
+		if _, err := s.InsertBatch(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		var prev *operation.Operation
+		if err := s.LogRange(ctx, key.PublicKey(), operation.LogIDFromTopic(topicA), 0, 1<<32, func(op *operation.Operation) error {
+			if prev == nil {
+				if op.SeqNum() != 0 && !op.Prune() {
+					t.Fatalf("log starts at seq %d without prune flag", op.SeqNum())
+				}
+			} else if op.SeqNum() != prev.SeqNum()+1 || op.Header.Backlink != prev.Hash {
+				t.Fatalf("log broken after seq %d", prev.SeqNum())
+			}
+			prev = op
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
