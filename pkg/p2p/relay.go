@@ -1,0 +1,226 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	"github.com/libp2p/go-libp2p/x/rate"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// CircuitAddr builds <relayAddr>/p2p/<relay>/p2p-circuit/p2p/<target>, the address under
+// which target is reachable through its reservation on relay. relayAddr may already end
+// in /p2p/<relay>.
+func CircuitAddr(relayAddr ma.Multiaddr, relayID, target peer.ID) (ma.Multiaddr, error) {
+	transport, id := peer.SplitAddr(relayAddr)
+	if id != "" && id != relayID {
+		return nil, fmt.Errorf("circuit address: %s does not belong to relay %s", relayAddr, relayID)
+	}
+	if transport == nil {
+		return nil, fmt.Errorf("circuit address: relay address %s has no transport part", relayAddr)
+	}
+	suffix, err := ma.NewMultiaddr("/p2p/" + relayID.String() + "/p2p-circuit/p2p/" + target.String())
+	if err != nil {
+		return nil, fmt.Errorf("circuit address: %w", err)
+	}
+	return transport.Encapsulate(suffix), nil
+}
+
+// relayResources sizes the relay for a fleet of edge peers. Circuits carry sync and gossip
+// for their whole lifetime, hence the larger buffer; per-IP limits are raised on public
+// nodes because many edge peers share carrier-grade NATs and Services SNAT.
+func relayResources(cfg Config) relay.Resources {
+	rc := relay.DefaultResources()
+	rc.Limit = nil
+	rc.MaxReservations = cfg.RelayMaxReservations
+	rc.MaxCircuits = 64
+	rc.BufferSize = 16 << 10
+	if cfg.Public {
+		rc.MaxReservationsPerIP = 128
+		rc.MaxReservationsPerASN = 512
+	}
+	return rc
+}
+
+// relayACL lets only peers of our network reserve slots or open circuits: everybody else
+// would be using our bandwidth for a network we do not serve.
+type relayACL struct{ p *Host }
+
+func (a *relayACL) AllowReserve(id peer.ID, _ ma.Multiaddr) bool {
+	ok := a.p.identified(a.p.ctx, id)
+	if !ok {
+		a.p.log.Debug("relay: refusing reservation from peer of another network", "peer", id)
+	}
+	return ok
+}
+
+func (a *relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dst peer.ID) bool {
+	// dst holds a reservation, so it passed AllowReserve.
+	ok := a.p.identified(a.p.ctx, src) && a.p.identified(a.p.ctx, dst)
+	if !ok {
+		a.p.log.Debug("relay: refusing circuit", "src", src, "dst", dst)
+	}
+	return ok
+}
+
+// newResourceManager scales libp2p's default limits to the machine and, for public
+// nodes, raises the per-IP connection and connection-rate limits (defaults: 8
+// concurrent connections and 0.2 new connections/s per IPv4 address).
+func newResourceManager(public bool) (network.ResourceManager, error) {
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	var opts []rcmgr.Option
+	if public {
+		opts = append(opts,
+			rcmgr.WithLimitPerSubnet(
+				[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: 256}},
+				[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 56, ConnCount: 256}, {PrefixLength: 48, ConnCount: 1024}},
+			),
+			rcmgr.WithConnRateLimiters(&rate.Limiter{
+				NetworkPrefixLimits: []rate.PrefixLimit{
+					{Prefix: netip.MustParsePrefix("127.0.0.0/8")},
+					{Prefix: netip.MustParsePrefix("::1/128")},
+				},
+				SubnetRateLimiter: rate.SubnetLimiter{
+					IPv4SubnetLimits: []rate.SubnetLimit{{PrefixLength: 32, Limit: rate.Limit{RPS: 5, Burst: 256}}},
+					IPv6SubnetLimits: []rate.SubnetLimit{
+						{PrefixLength: 56, Limit: rate.Limit{RPS: 5, Burst: 256}},
+						{PrefixLength: 48, Limit: rate.Limit{RPS: 20, Burst: 1024}},
+					},
+					GracePeriod: time.Minute,
+				},
+			}),
+		)
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("resource manager: %w", err)
+	}
+	return rm, nil
+}
+
+// reservation is an explicit relay slot we keep refreshed.
+type reservation struct {
+	relay   peer.AddrInfo
+	addrs   []ma.Multiaddr // our circuit addresses through this relay
+	expires time.Time
+}
+
+// Reserve reserves a slot on a relay (a node of our network running the relay service)
+// once and advertises the resulting circuit addresses until the reservation expires. Use
+// keepReservation (RelayReservations) for a refreshed slot.
+func (p *Host) Reserve(ctx context.Context, relayInfo peer.AddrInfo) (*client.Reservation, error) {
+	if err := p.h.Connect(ctx, relayInfo); err != nil {
+		return nil, fmt.Errorf("reserve on %s: %w", relayInfo.ID, err)
+	}
+	// Make sure the relay identified us (its ACL checks our protocols) and we it.
+	if !p.identified(ctx, relayInfo.ID) {
+		return nil, fmt.Errorf("reserve on %s: %w", relayInfo.ID, errors.New("relay is not a peer of this network"))
+	}
+	rsv, err := client.Reserve(ctx, p.h, relayInfo)
+	if err != nil {
+		return nil, fmt.Errorf("reserve on %s: %w", relayInfo.ID, err)
+	}
+	relayAddrs := relayInfo.Addrs
+	if len(relayAddrs) == 0 {
+		relayAddrs = p.h.Peerstore().Addrs(relayInfo.ID)
+	}
+	var circuits []ma.Multiaddr
+	for _, a := range relayAddrs {
+		if isRelayed(a) {
+			continue
+		}
+		c, err := CircuitAddr(a, relayInfo.ID, p.h.ID())
+		if err != nil {
+			continue
+		}
+		transport, _ := peer.SplitAddr(c) // addrs factory output must not end in /p2p/<self>
+		circuits = append(circuits, transport)
+	}
+	p.h.ConnManager().Protect(relayInfo.ID, tagRelay)
+	p.resMu.Lock()
+	p.reservations[relayInfo.ID] = &reservation{relay: relayInfo, addrs: circuits, expires: rsv.Expiration}
+	p.resMu.Unlock()
+	p.log.Debug("relay reservation", "relay", relayInfo.ID, "expires", rsv.Expiration, "addrs", circuits)
+	return rsv, nil
+}
+
+func (p *Host) reservationAddrs() []ma.Multiaddr {
+	p.resMu.Lock()
+	defer p.resMu.Unlock()
+	now := time.Now()
+	var out []ma.Multiaddr
+	for id, r := range p.reservations {
+		if now.After(r.expires) {
+			delete(p.reservations, id)
+			continue
+		}
+		out = append(out, r.addrs...)
+	}
+	return out
+}
+
+// keepReservation refreshes a reservation on relay before it expires, retrying with
+// backoff while the relay is unreachable.
+func (p *Host) keepReservation(relayInfo peer.AddrInfo) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		backoff := time.Second
+		for {
+			ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+			rsv, err := p.Reserve(ctx, relayInfo)
+			cancel()
+			var wait time.Duration
+			if err != nil {
+				if p.ctx.Err() != nil {
+					return
+				}
+				p.log.Debug("relay reservation failed", "relay", relayInfo.ID, "retry_in", backoff, "err", err)
+				wait = jitter(backoff)
+				backoff = min(2*backoff, 5*time.Minute)
+			} else {
+				backoff = time.Second
+				// refresh at ~3/4 of the lifetime
+				wait = max(time.Until(rsv.Expiration)*3/4, 10*time.Second)
+			}
+			if !p.waitReservation(relayInfo.ID, wait) {
+				return
+			}
+		}
+	}()
+}
+
+// waitReservation sleeps up to d, returning early when the connection to the relay is
+// lost (the relay forgets reservations of disconnected peers, so we must re-reserve and
+// stop advertising the dead circuit address). It returns false when the host closes.
+func (p *Host) waitReservation(relayID peer.ID, d time.Duration) bool {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	check := time.NewTicker(5 * time.Second)
+	defer check.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return false
+		case <-deadline.C:
+			return true
+		case <-check.C:
+			if p.h.Network().Connectedness(relayID) != network.Connected {
+				p.resMu.Lock()
+				delete(p.reservations, relayID)
+				p.resMu.Unlock()
+				return true
+			}
+		}
+	}
+}
