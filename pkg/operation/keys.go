@@ -108,7 +108,8 @@ func (k PrivateKey) Sign(msg []byte) Signature {
 }
 
 // LoadOrCreateKeyFile reads a hex seed from path, or creates a new key there (mode 0600)
-// if the file does not exist. It refuses to use a key file readable by others.
+// if the file does not exist. Permissions of an existing file are left to the caller to
+// judge (Kubernetes Secret mounts are often group-readable by design).
 func LoadOrCreateKeyFile(path string) (key PrivateKey, created bool, err error) {
 	data, err := os.ReadFile(path)
 	switch {

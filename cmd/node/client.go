@@ -1,0 +1,318 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pandanet/pandanet/pkg/admin"
+	"github.com/pandanet/pandanet/pkg/config"
+)
+
+const defaultAdminAddr = "127.0.0.1:7070"
+
+// clientFlags are shared by every subcommand that talks to a running node.
+type clientFlags struct {
+	addr      string
+	tokenFile string
+	asJSON    bool
+}
+
+func (f *clientFlags) register(cmd *cobra.Command, jsonHelp string) {
+	cmd.Flags().StringVar(&f.addr, "admin-addr", "", "admin API of the node, host:port or URL (default "+defaultAdminAddr+") [env PANDA_ADMIN_ADDR]")
+	cmd.Flags().StringVar(&f.tokenFile, "admin-token-file", "", "file holding the admin bearer token [env PANDA_ADMIN_TOKEN_FILE]")
+	if jsonHelp != "" {
+		cmd.Flags().BoolVar(&f.asJSON, "json", false, jsonHelp)
+	}
+}
+
+// client builds an admin client; flag > environment > default.
+func (f *clientFlags) client() (*admin.Client, error) {
+	addr := f.addr
+	if addr == "" {
+		addr = os.Getenv("PANDA_ADMIN_ADDR")
+	}
+	if addr == "" {
+		addr = defaultAdminAddr
+	}
+	tokenFile := f.tokenFile
+	if tokenFile == "" {
+		tokenFile = os.Getenv("PANDA_ADMIN_TOKEN_FILE")
+	}
+	var opts []admin.ClientOption
+	if tokenFile != "" {
+		tok, err := config.ReadTokenFile(tokenFile)
+		if err != nil {
+			return nil, usageErrorf("invalid admin-token-file %q: %w", tokenFile, err)
+		}
+		opts = append(opts, admin.WithToken(tok))
+	}
+	c, err := admin.NewClient(addr, opts...)
+	if err != nil {
+		return nil, usageErrorf("invalid admin-addr: %w", err)
+	}
+	return c, nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newStatusCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show identity, addresses, topics and peers of a running node",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			st, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if f.asJSON {
+				return writeJSON(w, st)
+			}
+			fmt.Fprintf(w, "peer id:     %s\npublic key:  %s\nnetwork id:  %s\nversion:     %s\n", st.PeerID, st.PublicKey, st.NetworkID, st.Version)
+			fmt.Fprintln(w, "addresses:")
+			for _, a := range st.Addresses {
+				fmt.Fprintln(w, "  "+a)
+			}
+			fmt.Fprintf(w, "topics:      %d\npeers:       %d\n", len(st.Topics), len(st.Peers))
+			return nil
+		},
+	}
+	f.register(cmd, "print the full status as JSON")
+	return cmd
+}
+
+func newPeersCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "peers",
+		Short: "List the peers a running node is connected to",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			ps, err := c.Peers(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if f.asJSON {
+				return writeJSON(cmd.OutOrStdout(), ps)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PEER ID\tDIRECTION\tRELAYED\tADDRESSES")
+			for _, p := range ps {
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%s\n", p.PeerID, p.Direction, p.Relayed, strings.Join(p.Addresses, ","))
+			}
+			return tw.Flush()
+		},
+	}
+	f.register(cmd, "print the peers as JSON")
+	return cmd
+}
+
+func newTopicsCmd() *cobra.Command {
+	var f clientFlags
+	var add string
+	cmd := &cobra.Command{
+		Use:   "topics [--add TOPIC]",
+		Short: "List the topics of a running node, or subscribe it to another one",
+		Long: `List the topics a running node subscribes to, with the number of operations and
+authors the node holds for each. With --add TOPIC the node subscribes to and syncs TOPIC
+until it restarts (put topics that must survive a restart into the --topics-file).`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			if add != "" {
+				id, err := c.AddTopic(cmd.Context(), add)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), id)
+				return nil
+			}
+			ts, err := c.Topics(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if f.asJSON {
+				return writeJSON(cmd.OutOrStdout(), ts)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TOPIC\tOPERATIONS\tAUTHORS")
+			for _, t := range ts {
+				fmt.Fprintf(tw, "%s\t%d\t%d\n", t.Topic, t.Operations, t.Authors)
+			}
+			return tw.Flush()
+		},
+	}
+	f.register(cmd, "print the topics (with per-author log heights) as JSON")
+	cmd.Flags().StringVar(&add, "add", "", "subscribe the node to this topic")
+	return cmd
+}
+
+func newPublishCmd() *cobra.Command {
+	var f clientFlags
+	var topic string
+	cmd := &cobra.Command{
+		Use:   "publish --topic TOPIC MESSAGE",
+		Short: "Publish a message to a topic through a running node",
+		Long: `Publish MESSAGE (or standard input if MESSAGE is "-") to TOPIC: the node signs it into
+its log for the topic, stores it and syncs it to peers. Prints the operation hash and its
+sequence number once the node has processed it.
+
+TOPIC is 64 hex characters or any other string, which is hashed with BLAKE3.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if topic == "" {
+				return usageErrorf("--topic is required")
+			}
+			msg := []byte(args[0])
+			if args[0] == "-" {
+				var err error
+				if msg, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), admin.DefaultMaxMessageBytes+1)); err != nil {
+					return fmt.Errorf("read message from stdin: %w", err)
+				}
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Publish(cmd.Context(), topic, msg)
+			if err != nil {
+				return err
+			}
+			if f.asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %d\n", res.Hash, res.Seq)
+			return nil
+		},
+	}
+	f.register(cmd, `print {"hash","seq"} as JSON`)
+	cmd.Flags().StringVar(&topic, "topic", "", "topic to publish to (required)")
+	return cmd
+}
+
+func newSubscribeCmd() *cobra.Command {
+	var f clientFlags
+	var topic, from string
+	cmd := &cobra.Command{
+		Use:   "subscribe --topic TOPIC [--from start|frontier] [--json]",
+		Short: "Print the events of a topic as they arrive",
+		Long: `Subscribe to TOPIC on a running node and print its events until interrupted (or until
+the node goes away). --from start first prints every stored operation of the topic;
+--from frontier (default) prints only what arrives from now on (and anything not yet
+acknowledged).
+
+With --json every event is one JSON object per line (the admin API's NDJSON format, message
+base64-encoded); otherwise one readable line per event.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if topic == "" {
+				return usageErrorf("--topic is required")
+			}
+			fromV, err := admin.ParseFrom(from)
+			if err != nil {
+				return usageErrorf("invalid --from: %w", err)
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			stream, err := c.Subscribe(cmd.Context(), topic, fromV)
+			if err != nil {
+				return err
+			}
+			defer stream.Close()
+			w := cmd.OutOrStdout()
+			enc := json.NewEncoder(w)
+			for {
+				ev, err := stream.Next()
+				if err != nil {
+					if cmd.Context().Err() != nil {
+						return nil // interrupted: a normal way to end a subscription
+					}
+					if errors.Is(err, io.EOF) {
+						return errors.New("node closed the event stream")
+					}
+					return err
+				}
+				if f.asJSON {
+					if err := enc.Encode(ev); err != nil {
+						return err
+					}
+					continue
+				}
+				fmt.Fprintln(w, formatEvent(ev))
+			}
+		},
+	}
+	f.register(cmd, "one JSON object per event and line")
+	cmd.Flags().StringVar(&topic, "topic", "", "topic to subscribe to (required)")
+	cmd.Flags().StringVar(&from, "from", "frontier", "start or frontier")
+	return cmd
+}
+
+// formatEvent renders an event as one human-readable line.
+func formatEvent(ev admin.Event) string {
+	var b strings.Builder
+	switch ev.Type {
+	case admin.EventProcessed:
+		ts := ""
+		if ev.Timestamp > 0 {
+			ts = time.UnixMicro(int64(ev.Timestamp)).UTC().Format(time.RFC3339) + " "
+		}
+		fmt.Fprintf(&b, "%s%s #%d %s", ts, short(ev.Author), ev.Seq, ev.Source)
+		if ev.Peer != "" {
+			fmt.Fprintf(&b, " from %s", ev.Peer)
+		}
+		b.WriteString(": ")
+		if utf8.Valid(ev.Message) && !strings.ContainsAny(string(ev.Message), "\x00\x1b") {
+			b.WriteString(strings.TrimRight(string(ev.Message), "\n"))
+		} else {
+			fmt.Fprintf(&b, "<%d bytes binary>", len(ev.Message))
+		}
+	default:
+		b.WriteString(ev.Type)
+		if ev.Peer != "" {
+			fmt.Fprintf(&b, " peer %s", ev.Peer)
+		}
+		if ev.Hash != "" {
+			fmt.Fprintf(&b, " operation %s", short(ev.Hash))
+		}
+		if ev.Error != "" {
+			fmt.Fprintf(&b, ": %s", ev.Error)
+		}
+	}
+	return b.String()
+}
+
+func short(hexID string) string {
+	if len(hexID) > 8 {
+		return hexID[:8]
+	}
+	return hexID
+}

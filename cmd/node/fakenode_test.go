@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/pandanet/pandanet/pkg/admin"
+	"github.com/pandanet/pandanet/pkg/operation"
+)
+
+// memNode is an in-memory daemonNode: one author (the node), operations kept per topic.
+// It lets the daemon logic be tested without libp2p and SQLite.
+type memNode struct {
+	key operation.PrivateKey
+
+	mu      sync.Mutex
+	logs    map[operation.Topic][]admin.Event
+	open    map[operation.Topic]*memStream
+	opened  []operation.Topic // every Open call, in order
+	acked   []string
+	closed  bool
+	publish chan struct{} // if non-nil, Publish blocks until it can receive from it
+	entered chan struct{} // if non-nil, Publish sends to it before blocking on publish
+	// beforeHistory, if set, runs at the start of History (to interleave live events).
+	beforeHistory func()
+}
+
+func newMemNode() *memNode {
+	k, err := operation.GenerateKey()
+	if err != nil {
+		panic(err)
+	}
+	return &memNode{key: k, logs: map[operation.Topic][]admin.Event{}, open: map[operation.Topic]*memStream{}}
+}
+
+func (n *memNode) PeerID() string {
+	id, _ := identityOf(n.key)
+	return id.PeerID
+}
+func (n *memNode) PublicKey() operation.PublicKey { return n.key.PublicKey() }
+func (n *memNode) NetworkID() operation.NetworkID { return operation.DefaultNetworkID }
+func (n *memNode) Addrs() []string                { return []string{"/ip4/127.0.0.1/tcp/4001/p2p/" + n.PeerID()} }
+func (n *memNode) Peers() []admin.PeerStatus      { return nil }
+func (n *memNode) Ready(context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return errors.New("closed")
+	}
+	return nil
+}
+
+func (n *memNode) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.open) > 0 {
+		return fmt.Errorf("node closed with %d topics still open", len(n.open))
+	}
+	n.closed = true
+	return nil
+}
+
+func (n *memNode) TopicStatus(_ context.Context, t operation.Topic) (admin.TopicStatus, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := admin.TopicStatus{Topic: t.String(), Operations: int64(len(n.logs[t])), Logs: []admin.LogStatus{}}
+	if len(n.logs[t]) > 0 {
+		st.Authors = 1
+		st.Logs = append(st.Logs, admin.LogStatus{Author: n.key.PublicKey().String(), Height: uint64(len(n.logs[t]) - 1)})
+	}
+	return st, nil
+}
+
+func (n *memNode) Open(_ context.Context, t operation.Topic) (topicStream, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.open[t] != nil {
+		return nil, fmt.Errorf("topic %s opened twice", t)
+	}
+	s := &memStream{n: n, topic: t, events: make(chan admin.Event, 1024)}
+	n.open[t] = s
+	n.opened = append(n.opened, t)
+	return s, nil
+}
+
+func (n *memNode) History(ctx context.Context, t operation.Topic, fn func(admin.Event) error) error {
+	if n.beforeHistory != nil {
+		n.beforeHistory()
+	}
+	n.mu.Lock()
+	evs := append([]admin.Event(nil), n.logs[t]...)
+	n.mu.Unlock()
+	for _, ev := range evs {
+		ev.Source = "replay"
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+func (n *memNode) isOpen(t operation.Topic) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.open[t] != nil
+}
+
+type memStream struct {
+	n      *memNode
+	topic  operation.Topic
+	events chan admin.Event
+	once   sync.Once
+}
+
+func (s *memStream) Publish(ctx context.Context, msg []byte) (admin.PublishResult, error) {
+	if s.n.entered != nil {
+		s.n.entered <- struct{}{}
+	}
+	if s.n.publish != nil {
+		select {
+		case <-s.n.publish:
+		case <-ctx.Done():
+			return admin.PublishResult{}, ctx.Err()
+		}
+	}
+	s.n.mu.Lock()
+	defer s.n.mu.Unlock()
+	if s.n.open[s.topic] != s {
+		return admin.PublishResult{}, errors.New("stream closed")
+	}
+	seq := uint64(len(s.n.logs[s.topic]))
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], seq)
+	h := operation.HashOf(append(append(s.topic[:], b[:]...), msg...)).String()
+	ev := admin.Event{Type: admin.EventProcessed, Topic: s.topic.String(), Hash: h, Author: s.n.key.PublicKey().String(),
+		Seq: seq, Timestamp: 1_700_000_000_000_000 + seq, Source: "local", Message: msg}
+	s.n.logs[s.topic] = append(s.n.logs[s.topic], ev)
+	s.events <- ev
+	return admin.PublishResult{Hash: h, Seq: seq}, nil
+}
+
+func (s *memStream) Events() <-chan admin.Event { return s.events }
+
+func (s *memStream) Ack(_ context.Context, hash string) error {
+	s.n.mu.Lock()
+	defer s.n.mu.Unlock()
+	s.n.acked = append(s.n.acked, hash)
+	return nil
+}
+
+func (s *memStream) Close() error {
+	s.once.Do(func() {
+		s.n.mu.Lock()
+		delete(s.n.open, s.topic)
+		s.n.mu.Unlock()
+		close(s.events)
+	})
+	return nil
+}

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/pandanet/pandanet/pkg/admin"
+	"github.com/pandanet/pandanet/pkg/config"
+	"github.com/pandanet/pandanet/pkg/metrics"
+	"github.com/pandanet/pandanet/pkg/operation"
+)
+
+// daemonNode is everything the daemon needs from a running node. It is deliberately small
+// and phrased in admin API types so the daemon logic (topic manager, admin backend,
+// shutdown) is independent of pkg/node's exact API; wire.go adapts pkg/node to it and tests
+// use an in-memory implementation.
+type daemonNode interface {
+	PeerID() string
+	PublicKey() operation.PublicKey
+	NetworkID() operation.NetworkID
+	// Addrs are the node's full multiaddrs (ending in /p2p/<peer id>).
+	Addrs() []string
+	Peers() []admin.PeerStatus
+	// TopicStatus reports what the store holds for topic.
+	TopicStatus(ctx context.Context, topic operation.Topic) (admin.TopicStatus, error)
+	// Open subscribes to topic (sync + live delivery) from the ack frontier. The daemon
+	// opens each topic at most once at a time.
+	Open(ctx context.Context, topic operation.Topic) (topicStream, error)
+	// History calls fn for every stored operation of topic in log order (used for
+	// "from=start" without moving the persisted ack cursor).
+	History(ctx context.Context, topic operation.Topic, fn func(admin.Event) error) error
+	// Ready returns nil when the store is open and the host is listening.
+	Ready(ctx context.Context) error
+	// Close stops networking and flushes and closes the store.
+	Close() error
+}
+
+// topicStream is one open topic.
+type topicStream interface {
+	// Publish signs msg into the local log and waits until it has been processed.
+	Publish(ctx context.Context, msg []byte) (admin.PublishResult, error)
+	// Events delivers stream events; closed after Close.
+	Events() <-chan admin.Event
+	// Ack acknowledges a processed operation (only meaningful with explicit ack policy).
+	Ack(ctx context.Context, hash string) error
+	// Close stops syncing the topic; stored data is kept.
+	Close() error
+}
+
+// nodeParams is what wire.go needs to build a node.
+type nodeParams struct {
+	cfg     *config.Config
+	key     operation.PrivateKey
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	version string
+}

@@ -1,0 +1,314 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/pandanet/pandanet/pkg/admin"
+	"github.com/pandanet/pandanet/pkg/config"
+	"github.com/pandanet/pandanet/pkg/metrics"
+	"github.com/pandanet/pandanet/pkg/node"
+	"github.com/pandanet/pandanet/pkg/operation"
+	"github.com/pandanet/pandanet/pkg/pipeline"
+)
+
+// storeStatsInterval is how often the store size gauge is refreshed.
+const storeStatsInterval = 30 * time.Second
+
+// openNode builds the node from the configuration. It is a variable so tests can run the
+// daemon against an in-memory node.
+//
+// TODO(lead): pkg/node does not yet expose the network layer (libp2p host from pkg/p2p,
+// log sync from pkg/sync). When it does, pass cfg.Listen, cfg.Announce, cfg.Bootstrap,
+// cfg.NetworkID, cfg.MDNS, cfg.Public, cfg.RelayService and m here, and fill Addrs, Peers
+// and Ready (host listening) from the host. Until then the daemon runs as a local node.
+var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
+	ack := node.Automatic
+	if p.cfg.AckPolicy == config.AckExplicit {
+		ack = node.Explicit
+	}
+	m := p.metrics
+	n, err := node.New(ctx,
+		node.WithPrivateKey(p.key),
+		node.WithDatabase(p.cfg.DatabasePath()),
+		node.WithAckPolicy(ack),
+		node.WithEventBuffer(liveBuffer),
+		node.WithObserver(func(r pipeline.Result) { observe(m, r) }),
+	)
+	if err != nil {
+		return nil, err
+	}
+	id, err := identityOf(p.key)
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	ln := &libNode{n: n, key: p.key, peerID: id.PeerID, networkID: p.cfg.NetworkID, log: p.log, metrics: m,
+		stop: make(chan struct{})}
+	ln.wg.Add(1)
+	go ln.pollStoreSize()
+	return ln, nil
+}
+
+// observe feeds pipeline results into the metrics.
+func observe(m *metrics.Metrics, r pipeline.Result) {
+	switch r.Status {
+	case pipeline.Stored:
+		src := metrics.SourceSync
+		switch r.Source.(type) {
+		case nil, node.LocalStore:
+			src = metrics.SourceLocal
+		case node.ExternalStream:
+			src = metrics.SourceImport
+		}
+		m.OperationIngested(src)
+	case pipeline.Failed:
+		m.OperationRejected(r.Err)
+	}
+	m.ObservePipeline(r.Latency)
+}
+
+// libNode adapts *node.Node to daemonNode.
+type libNode struct {
+	n         *node.Node
+	key       operation.PrivateKey
+	peerID    string
+	networkID operation.NetworkID
+	log       *slog.Logger
+	metrics   *metrics.Metrics
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+func (l *libNode) PeerID() string                 { return l.peerID }
+func (l *libNode) PublicKey() operation.PublicKey { return l.key.PublicKey() }
+func (l *libNode) NetworkID() operation.NetworkID { return l.networkID }
+func (l *libNode) Addrs() []string                { return []string{} }
+func (l *libNode) Peers() []admin.PeerStatus      { return []admin.PeerStatus{} }
+
+func (l *libNode) Ready(ctx context.Context) error {
+	if _, err := l.n.Store().Size(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+func (l *libNode) pollStoreSize() {
+	defer l.wg.Done()
+	t := time.NewTicker(storeStatsInterval)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if size, err := l.n.Store().Size(ctx); err == nil {
+			l.metrics.SetStoreSize(size)
+		}
+		cancel()
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (l *libNode) Close() error {
+	var err error
+	l.once.Do(func() {
+		close(l.stop)
+		l.wg.Wait()
+		err = l.n.Close()
+	})
+	return err
+}
+
+func (l *libNode) TopicStatus(ctx context.Context, topic operation.Topic) (admin.TopicStatus, error) {
+	st := admin.TopicStatus{Topic: topic.String(), Logs: []admin.LogStatus{}}
+	// TopicStats scans every topic; it serves the admin API, not a hot path.
+	stats, err := l.n.Store().TopicStats(ctx)
+	if err != nil {
+		return st, err
+	}
+	for _, ts := range stats {
+		if ts.Topic != topic {
+			continue
+		}
+		st.Operations, st.Authors = ts.Ops, ts.Authors
+		for _, lg := range ts.Logs {
+			st.Logs = append(st.Logs, admin.LogStatus{Author: lg.Author.String(), Height: lg.Height})
+		}
+	}
+	return st, nil
+}
+
+func (l *libNode) History(ctx context.Context, topic operation.Topic, fn func(admin.Event) error) error {
+	heights, err := l.n.Store().LogHeights(ctx, topic)
+	if err != nil {
+		return err
+	}
+	for author, logs := range heights {
+		for logID, height := range logs {
+			err := l.n.Store().LogRange(ctx, author, logID, 0, height, func(op *operation.Operation) error {
+				if len(op.Body) == 0 {
+					return nil // system-only operations are never delivered
+				}
+				return fn(admin.Event{Type: admin.EventProcessed, Topic: topic.String(), Hash: op.Hash.String(),
+					Author: op.Author().String(), Seq: op.SeqNum(), Timestamp: op.Timestamp(),
+					Source: "store", Message: op.Body})
+			})
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (l *libNode) Open(ctx context.Context, topic operation.Topic) (topicStream, error) {
+	pub, sub, err := l.n.Stream(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	s := &libStream{l: l, topic: topic, pub: pub, sub: sub, events: make(chan admin.Event, liveBuffer),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go s.convert()
+	return s, nil
+}
+
+// libStream adapts a node stream, converting its events to admin events.
+type libStream struct {
+	l      *libNode
+	topic  operation.Topic
+	pub    *node.Publisher
+	sub    *node.Subscription
+	events chan admin.Event
+	stop   chan struct{} // closed by Close: nobody reads events any more
+	done   chan struct{}
+	once   sync.Once
+}
+
+func (s *libStream) Publish(ctx context.Context, msg []byte) (admin.PublishResult, error) {
+	pending, err := s.pub.Publish(ctx, msg)
+	if err != nil {
+		if errors.Is(err, node.ErrEmptyMessage) {
+			return admin.PublishResult{}, fmt.Errorf("%w: %v", admin.ErrInvalid, err)
+		}
+		return admin.PublishResult{}, err
+	}
+	if _, err := pending.Wait(ctx); err != nil {
+		return admin.PublishResult{}, err
+	}
+	op, err := s.l.n.Store().Get(ctx, pending.Hash())
+	if err != nil {
+		return admin.PublishResult{}, fmt.Errorf("read back %s: %w", pending.Hash(), err)
+	}
+	return admin.PublishResult{Hash: pending.Hash().String(), Seq: op.SeqNum()}, nil
+}
+
+func (s *libStream) Events() <-chan admin.Event { return s.events }
+
+func (s *libStream) Ack(ctx context.Context, hash string) error {
+	h, err := operation.ParseHash(hash)
+	if err != nil {
+		return err
+	}
+	return s.sub.Ack(ctx, h)
+}
+
+func (s *libStream) Close() error {
+	var err error
+	s.once.Do(func() {
+		close(s.stop)
+		err = s.sub.Close()
+		<-s.done
+	})
+	return err
+}
+
+func (s *libStream) convert() {
+	defer close(s.done)
+	defer close(s.events)
+	for ev := range s.sub.Events() {
+		select {
+		case s.events <- convertEvent(s.topic, ev):
+		case <-s.stop:
+			// Keep draining so the subscription's delivery goroutine is never blocked
+			// while it closes.
+		}
+	}
+}
+
+func peerOf(pk operation.PublicKey) string {
+	pub, err := crypto.UnmarshalEd25519PublicKey(pk[:])
+	if err != nil {
+		return pk.String()
+	}
+	id, err := peer.IDFromPublicKey(pub)
+	if err != nil {
+		return pk.String()
+	}
+	return id.String()
+}
+
+func sourceOf(src node.Source) (name, peerID string) {
+	switch s := src.(type) {
+	case node.SyncSession:
+		return "sync", peerOf(s.Peer)
+	case node.Gossip:
+		return "gossip", peerOf(s.Peer)
+	case node.ExternalStream:
+		return "import", ""
+	}
+	return "local", ""
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func convertEvent(topic operation.Topic, ev node.Event) admin.Event {
+	out := admin.Event{Topic: topic.String()}
+	switch e := ev.(type) {
+	case node.Processed:
+		op := e.Operation
+		out.Type, out.Hash, out.Author, out.Seq = admin.EventProcessed, op.Hash.String(), op.Author.String(), op.SeqNum
+		out.Timestamp, out.Message = op.Timestamp, op.Message
+		out.Source, out.Peer = sourceOf(op.Source)
+		if op.Replayed {
+			out.Source = "replay"
+		}
+	case node.ProcessingFailed:
+		out.Type, out.Hash, out.Error = admin.EventProcessingFailed, e.Hash.String(), errString(e.Err)
+		out.Source, out.Peer = sourceOf(e.Source)
+	case node.SyncStarted:
+		out.Type, out.Peer = admin.EventSyncStarted, peerOf(e.Peer)
+	case node.SyncEnded:
+		out.Type, out.Peer, out.Error = admin.EventSyncEnded, peerOf(e.Peer), errString(e.Err)
+	case node.ReplayStarted:
+		out.Type = admin.EventReplayStarted
+	case node.ReplayEnded:
+		out.Type = admin.EventReplayEnded
+	case node.ReplayFailed:
+		out.Type, out.Error = admin.EventReplayFailed, errString(e.Err)
+	case node.ImportStarted:
+		out.Type = admin.EventImportStarted
+	case node.ImportEnded:
+		out.Type = admin.EventImportEnded
+	case node.AckFailed:
+		out.Type, out.Hash, out.Error = admin.EventAckFailed, e.Hash.String(), errString(e.Err)
+	default:
+		out.Type = fmt.Sprintf("%T", ev)
+	}
+	return out
+}

@@ -1,0 +1,284 @@
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/pandanet/pandanet/pkg/operation"
+)
+
+// Limits on request bodies.
+const (
+	// DefaultMaxMessageBytes matches the largest operation body the node accepts.
+	DefaultMaxMessageBytes = operation.DefaultMaxPayloadSize
+	// maxJSONBody bounds JSON request bodies ({"topic": ...} is tiny).
+	maxJSONBody = 64 << 10
+)
+
+// ServerOptions configure NewServer.
+type ServerOptions struct {
+	// Token, if non-empty, is required as "Authorization: Bearer <Token>" on every request.
+	Token string
+	// MaxMessageBytes bounds a publish body; DefaultMaxMessageBytes if zero.
+	MaxMessageBytes int64
+	// Logger receives request failures; slog.Default() if nil.
+	Logger *slog.Logger
+}
+
+// Server is the admin API http.Handler.
+type Server struct {
+	backend  Backend
+	tokenSum [sha256.Size]byte
+	hasToken bool
+	maxMsg   int64
+	log      *slog.Logger
+	mux      *http.ServeMux
+}
+
+// NewServer returns the admin API handler over backend.
+func NewServer(backend Backend, opts ServerOptions) *Server {
+	s := &Server{backend: backend, maxMsg: opts.MaxMessageBytes, log: opts.Logger}
+	if s.maxMsg <= 0 {
+		s.maxMsg = DefaultMaxMessageBytes
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if opts.Token != "" {
+		s.hasToken = true
+		s.tokenSum = sha256.Sum256([]byte(opts.Token))
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", s.status)
+	mux.HandleFunc("GET /v1/topics", s.topics)
+	mux.HandleFunc("GET /v1/peers", s.peers)
+	mux.HandleFunc("POST /v1/topics", s.addTopic)
+	mux.HandleFunc("POST /v1/topics/{topic}/publish", s.publish)
+	mux.HandleFunc("GET /v1/topics/{topic}/events", s.events)
+	s.mux = mux
+	return s
+}
+
+// ServeHTTP authenticates and dispatches.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.hasToken && !s.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="panda-node"`)
+		writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	const prefix = "bearer "
+	if len(h) < len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return false
+	}
+	// Compare fixed-size digests: subtle.ConstantTimeCompare returns early on a length
+	// mismatch, which would leak the token length.
+	got := sha256.Sum256([]byte(strings.TrimSpace(h[len(prefix):])))
+	return subtle.ConstantTimeCompare(got[:], s.tokenSum[:]) == 1
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	st, err := s.backend.Status(r.Context())
+	if err != nil {
+		s.fail(w, r, "status", err)
+		return
+	}
+	if st.Addresses == nil {
+		st.Addresses = []string{}
+	}
+	if st.Topics == nil {
+		st.Topics = []TopicStatus{}
+	}
+	if st.Peers == nil {
+		st.Peers = []PeerStatus{}
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) topics(w http.ResponseWriter, r *http.Request) {
+	ts, err := s.backend.Topics(r.Context())
+	if err != nil {
+		s.fail(w, r, "topics", err)
+		return
+	}
+	if ts == nil {
+		ts = []TopicStatus{}
+	}
+	writeJSON(w, http.StatusOK, ts)
+}
+
+func (s *Server) peers(w http.ResponseWriter, r *http.Request) {
+	ps, err := s.backend.Peers(r.Context())
+	if err != nil {
+		s.fail(w, r, "peers", err)
+		return
+	}
+	if ps == nil {
+		ps = []PeerStatus{}
+	}
+	writeJSON(w, http.StatusOK, ps)
+}
+
+// AddTopicRequest is the body of POST /v1/topics.
+type AddTopicRequest struct {
+	Topic string `json:"topic"`
+}
+
+// DecodeAddTopic reads and validates a POST /v1/topics body, returning the topic id.
+func DecodeAddTopic(r io.Reader) (operation.Topic, error) {
+	dec := json.NewDecoder(io.LimitReader(r, maxJSONBody+1))
+	dec.DisallowUnknownFields()
+	var req AddTopicRequest
+	if err := dec.Decode(&req); err != nil {
+		return operation.Topic{}, fmt.Errorf("body must be {\"topic\": \"...\"}: %w", err)
+	}
+	if dec.More() {
+		return operation.Topic{}, errors.New("body must hold exactly one JSON object")
+	}
+	return operation.ParseTopic(req.Topic)
+}
+
+func (s *Server) addTopic(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxJSONBody)
+	topic, err := DecodeAddTopic(r.Body)
+	if err != nil {
+		writeError(w, bodyStatus(err), err)
+		return
+	}
+	if err := s.backend.AddTopic(r.Context(), topic.String()); err != nil {
+		s.fail(w, r, "add topic", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"topic": topic.String()})
+}
+
+// topicParam parses the {topic} path segment with the ParseID rule (so /v1/topics/chat/…
+// addresses BLAKE3("chat")).
+func topicParam(r *http.Request) (operation.Topic, error) {
+	return operation.ParseTopic(r.PathValue("topic"))
+}
+
+func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
+	topic, err := topicParam(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	msg, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxMsg))
+	if err != nil {
+		writeError(w, bodyStatus(err), fmt.Errorf("read message: %w", err))
+		return
+	}
+	res, err := s.backend.Publish(r.Context(), topic.String(), msg)
+	if err != nil {
+		s.fail(w, r, "publish", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	topic, err := topicParam(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	from, err := ParseFrom(r.URL.Query().Get("from"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	// The request context ends when the client disconnects (or the server shuts down),
+	// which stops the backend subscription.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	events, stop, err := s.backend.Subscribe(ctx, topic.String(), from)
+	if err != nil {
+		s.fail(w, r, "subscribe", err)
+		return
+	}
+	defer stop()
+	flusher, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	// Some proxies buffer streaming responses; this asks nginx-style proxies not to.
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			if err := enc.Encode(ev); err != nil {
+				return // client went away
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+	}
+}
+
+// fail maps a backend error to a status code and logs server-side failures.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, what string, err error) {
+	code := http.StatusInternalServerError
+	var ve *operation.ValidationError
+	switch {
+	case errors.Is(err, ErrInvalid):
+		code = http.StatusBadRequest
+	case errors.Is(err, ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, ErrRejected), errors.As(err, &ve):
+		code = http.StatusUnprocessableEntity
+	case errors.Is(err, ErrNotReady):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		return // the client is gone; nobody reads a response
+	}
+	if code >= 500 {
+		s.log.Error("admin request failed", "op", what, "path", r.URL.Path, "err", err)
+	}
+	writeError(w, code, fmt.Errorf("%s: %w", what, err))
+}
+
+func bodyStatus(err error) int {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusBadRequest
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, ErrorBody{Error: err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}

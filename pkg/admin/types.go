@@ -1,0 +1,137 @@
+// Package admin implements the panda-node admin HTTP API (docs/node-contract.md): a server
+// over a Backend interface that cmd/node implements on top of pkg/node, and a typed Client
+// used by the panda-node CLI and by the Kubernetes operator.
+//
+// Endpoints (all require "Authorization: Bearer <token>" when a token is configured):
+//
+//	GET  /v1/status                               → Status
+//	GET  /v1/topics                               → []TopicStatus
+//	GET  /v1/peers                                → []PeerStatus
+//	POST /v1/topics                {"topic": s}   → {"topic": hex}
+//	POST /v1/topics/{topic}/publish  raw bytes    → PublishResult
+//	GET  /v1/topics/{topic}/events?from=frontier|start → NDJSON stream of Event
+//
+// Errors are JSON objects {"error": "..."} with a 4xx or 5xx status.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Status is GET /v1/status.
+type Status struct {
+	PeerID    string        `json:"peerId"`
+	PublicKey string        `json:"publicKey"` // hex of the 32-byte Ed25519 key
+	NetworkID string        `json:"networkId"` // hex
+	Addresses []string      `json:"addresses"` // multiaddrs including /p2p/<peer id>
+	Topics    []TopicStatus `json:"topics"`
+	Peers     []PeerStatus  `json:"peers"`
+	Version   string        `json:"version"`
+}
+
+// TopicStatus describes one subscribed topic and what the local store holds for it.
+type TopicStatus struct {
+	Topic      string      `json:"topic"` // hex
+	Operations int64       `json:"operations"`
+	Authors    int         `json:"authors"`
+	Logs       []LogStatus `json:"logs"`
+}
+
+// LogStatus is one author's log in a topic. Height is the highest sequence number stored
+// locally (so a log of n unpruned operations has height n-1); two replicas hold the same
+// log when their heights are equal.
+type LogStatus struct {
+	Author string `json:"author"` // hex public key
+	Height uint64 `json:"height"`
+}
+
+// PeerStatus is one connected peer.
+type PeerStatus struct {
+	PeerID    string   `json:"peerId"`
+	Addresses []string `json:"addresses"`
+	Direction string   `json:"direction"` // "inbound" or "outbound"
+	Relayed   bool     `json:"relayed"`
+}
+
+// PublishResult is the response of a publish: the operation id and its sequence number.
+type PublishResult struct {
+	Hash string `json:"hash"`
+	Seq  uint64 `json:"seq"`
+}
+
+// Event types of the events stream.
+const (
+	EventProcessed        = "processed"         // an operation was validated, stored and delivered
+	EventProcessingFailed = "processing_failed" // an operation was rejected (Error says why)
+	EventSyncStarted      = "sync_started"      // a sync session with Peer started for the topic
+	EventSyncEnded        = "sync_ended"        // ... ended; Error set if it failed
+	EventReplayStarted    = "replay_started"    // re-delivery of un-acknowledged operations begins
+	EventReplayEnded      = "replay_ended"
+	EventReplayFailed     = "replay_failed"
+	EventImportStarted    = "import_started"
+	EventImportEnded      = "import_ended"
+	EventAckFailed        = "ack_failed" // an acknowledgement could not be stored; will be redelivered
+)
+
+// Event is one line of GET /v1/topics/{topic}/events. Fields not meaningful for a type are
+// omitted, except Seq which is always present (0 for non-operation events).
+type Event struct {
+	Type      string `json:"type"`
+	Topic     string `json:"topic,omitempty"`     // hex
+	Hash      string `json:"hash,omitempty"`      // operation id, hex
+	Author    string `json:"author,omitempty"`    // hex public key
+	Seq       uint64 `json:"seq"`                 // sequence number in the author's log
+	Timestamp uint64 `json:"timestamp,omitempty"` // µs since the Unix epoch, from the header
+	Source    string `json:"source,omitempty"`    // "local", "sync", "gossip", "import", "replay" (re-delivery), "store" (from=start history)
+	Peer      string `json:"peer,omitempty"`      // remote peer id (sync source and sync events)
+	Message   []byte `json:"message,omitempty"`   // operation body, base64 in JSON
+	Error     string `json:"error,omitempty"`
+}
+
+// From selects where an events stream starts.
+type From string
+
+const (
+	// FromFrontier delivers operations not yet acknowledged plus everything new.
+	FromFrontier From = "frontier"
+	// FromStart delivers every stored operation of the topic, then everything new.
+	FromStart From = "start"
+)
+
+// ParseFrom parses the from query parameter; "" means frontier.
+func ParseFrom(s string) (From, error) {
+	switch From(s) {
+	case "", FromFrontier:
+		return FromFrontier, nil
+	case FromStart:
+		return FromStart, nil
+	}
+	return "", fmt.Errorf("from must be %q or %q, got %q", FromFrontier, FromStart, s)
+}
+
+// Backend is what the server needs from the node. Topic arguments are already parsed and
+// given as the 64-character lowercase hex id. Implementations return errors wrapping
+// ErrInvalid or ErrNotFound to choose the status code; anything else is a 500 (and for
+// Publish a 422 if it wraps an operation validation error, see Server).
+type Backend interface {
+	Status(ctx context.Context) (Status, error)
+	Topics(ctx context.Context) ([]TopicStatus, error)
+	Peers(ctx context.Context) ([]PeerStatus, error)
+	// Publish signs msg into the node's log for topic and waits until it was processed.
+	Publish(ctx context.Context, topic string, msg []byte) (PublishResult, error)
+	// Subscribe streams events of topic until ctx is cancelled or stop is called; the
+	// channel is closed afterwards. stop must be safe to call more than once.
+	Subscribe(ctx context.Context, topic string, from From) (events <-chan Event, stop func(), err error)
+	// AddTopic subscribes to and syncs topic until the process restarts.
+	AddTopic(ctx context.Context, topic string) error
+}
+
+// Backend errors that select a status code.
+var (
+	ErrInvalid  = errors.New("invalid request")    // 400
+	ErrNotFound = errors.New("not found")          // 404
+	ErrRejected = errors.New("operation rejected") // 422
+	ErrNotReady = errors.New("node not ready")     // 503
+)
