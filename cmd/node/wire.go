@@ -5,42 +5,70 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/pandanet/pandanet/pkg/admin"
 	"github.com/pandanet/pandanet/pkg/config"
 	"github.com/pandanet/pandanet/pkg/metrics"
 	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
+	"github.com/pandanet/pandanet/pkg/p2p"
 	"github.com/pandanet/pandanet/pkg/pipeline"
+	psync "github.com/pandanet/pandanet/pkg/sync"
 )
 
 // storeStatsInterval is how often the store size gauge is refreshed.
 const storeStatsInterval = 30 * time.Second
 
-// openNode builds the node from the configuration. It is a variable so tests can run the
-// daemon against an in-memory node.
-//
-// TODO(lead): pkg/node does not yet expose the network layer (libp2p host from pkg/p2p,
-// log sync from pkg/sync). When it does, pass cfg.Listen, cfg.Announce, cfg.Bootstrap,
-// cfg.NetworkID, cfg.MDNS, cfg.Public, cfg.RelayService and m here, and fill Addrs, Peers
-// and Ready (host listening) from the host. Until then the daemon runs as a local node.
+// openNode builds the node from the configuration: store, pipeline and the network (libp2p
+// host with discovery, relay and gossip, plus log sync). It is a variable so tests can run
+// the daemon against an in-memory node.
 var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
 	ack := node.Automatic
 	if p.cfg.AckPolicy == config.AckExplicit {
 		ack = node.Explicit
 	}
 	m := p.metrics
+	var boots []ma.Multiaddr
+	for i := range p.cfg.Bootstrap {
+		addrs, err := peer.AddrInfoToP2pAddrs(&p.cfg.Bootstrap[i])
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap %s: %w", p.cfg.Bootstrap[i].ID, err)
+		}
+		boots = append(boots, addrs...)
+	}
+	netCfg := node.NetworkConfig{
+		Config: p2p.Config{
+			NetworkID:      p.cfg.NetworkID,
+			ListenAddrs:    p.cfg.Listen,
+			AnnounceAddrs:  p.cfg.Announce,
+			BootstrapPeers: boots,
+			Public:         p.cfg.Public,
+			RelayService:   p.cfg.RelayService,
+			MDNS:           p.cfg.MDNS,
+			// Edge nodes keep a slot on their bootstrap relays, so peers that cannot dial
+			// them directly still can through the relay.
+			RelayReservations: !p.cfg.Public && len(boots) > 0,
+		},
+		Logger:      p.log,
+		OnSyncEvent: func(ev psync.Event) { observeSync(m, ev) },
+	}
+	if m != nil && m.Registry != nil {
+		netCfg.PrometheusRegisterer = m.Registry
+	}
 	n, err := node.New(ctx,
 		node.WithPrivateKey(p.key),
 		node.WithDatabase(p.cfg.DatabasePath()),
 		node.WithAckPolicy(ack),
 		node.WithEventBuffer(liveBuffer),
 		node.WithObserver(func(r pipeline.Result) { observe(m, r) }),
+		node.WithNetwork(netCfg),
 	)
 	if err != nil {
 		return nil, err
@@ -52,9 +80,22 @@ var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
 	}
 	ln := &libNode{n: n, key: p.key, peerID: id.PeerID, networkID: p.cfg.NetworkID, log: p.log, metrics: m,
 		stop: make(chan struct{})}
+	p.log.Info("node started", "peer_id", id.PeerID, "network_id", p.cfg.NetworkIDName, "addrs", ln.Addrs())
 	ln.wg.Add(1)
 	go ln.pollStoreSize()
 	return ln, nil
+}
+
+// observeSync feeds sync session events into the metrics.
+func observeSync(m *metrics.Metrics, ev psync.Event) {
+	switch e := ev.(type) {
+	case psync.SyncStarted:
+		m.SyncStarted()
+	case psync.SyncEnded:
+		m.SyncEnded(e.Err)
+		m.SyncBytes(metrics.Sent, int(e.SentBytes))
+		m.SyncBytes(metrics.Received, int(e.ReceivedBytes))
+	}
 }
 
 // observe feeds pipeline results into the metrics.
@@ -92,12 +133,37 @@ type libNode struct {
 func (l *libNode) PeerID() string                 { return l.peerID }
 func (l *libNode) PublicKey() operation.PublicKey { return l.key.PublicKey() }
 func (l *libNode) NetworkID() operation.NetworkID { return l.networkID }
-func (l *libNode) Addrs() []string                { return []string{} }
-func (l *libNode) Peers() []admin.PeerStatus      { return []admin.PeerStatus{} }
 
+func (l *libNode) Addrs() []string {
+	out := []string{}
+	for _, a := range l.n.Addrs() {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+func (l *libNode) Peers() []admin.PeerStatus {
+	out := []admin.PeerStatus{}
+	for _, p := range l.n.Peers() {
+		if !p.InNetwork {
+			continue
+		}
+		addrs := []string{}
+		for _, a := range p.Addrs {
+			addrs = append(addrs, a.String())
+		}
+		out = append(out, admin.PeerStatus{PeerID: p.ID.String(), Addresses: addrs, Direction: strings.ToLower(p.Direction.String()), Relayed: p.Relayed})
+	}
+	return out
+}
+
+// Ready reports whether the node can serve: the store answers and the host listens.
 func (l *libNode) Ready(ctx context.Context) error {
 	if _, err := l.n.Store().Size(ctx); err != nil {
 		return fmt.Errorf("store: %w", err)
+	}
+	if h := l.n.Host(); h != nil && len(h.Libp2p().Network().ListenAddresses()) == 0 {
+		return errors.New("p2p host is not listening")
 	}
 	return nil
 }
@@ -111,6 +177,7 @@ func (l *libNode) pollStoreSize() {
 		if size, err := l.n.Store().Size(ctx); err == nil {
 			l.metrics.SetStoreSize(size)
 		}
+		l.metrics.SetPeers(len(l.Peers()))
 		cancel()
 		select {
 		case <-l.stop:

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"context"
 
 	"github.com/pandanet/pandanet/pkg/operation"
@@ -125,6 +127,8 @@ type SyncSession struct {
 	Peer      operation.PublicKey
 	SessionID uint64
 	Phase     SyncPhase
+
+	peerID peer.ID // the libp2p id, so live forwarding can skip the origin
 }
 
 // ExternalStream: imported with Publisher.Import.

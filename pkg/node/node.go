@@ -57,6 +57,7 @@ type config struct {
 	eventBuffer int
 	storeOpts   []store.Option
 	pipe        pipeline.Config
+	network     *NetworkConfig
 }
 
 // Option configures New.
@@ -151,6 +152,8 @@ type Node struct {
 	topicWs map[*topicWatch]struct{}
 
 	importSeq atomic.Uint64
+
+	net *network // nil for an offline node
 }
 
 // New opens the store and starts the processing pipeline.
@@ -183,11 +186,32 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 	pc.Store = st
 	pc.Limits = operation.Limits{MaxPayloadSize: cfg.maxPayload}
 	pc.Deliver = n.deliver
+	// Stored operations are announced (to live sync sessions) when they commit, not when the
+	// app reads them: a subscriber that does not read must not stop replication.
+	userObserve := pc.Observe
+	pc.Observe = func(r pipeline.Result) {
+		if r.Status == pipeline.Stored {
+			src, _ := r.Source.(Source)
+			if src == nil {
+				src = LocalStore{}
+			}
+			n.notifyStored(r.Topic, r.Op, src)
+		}
+		if userObserve != nil {
+			userObserve(r)
+		}
+	}
 	n.pipe, err = pipeline.New(pc)
 	if err != nil {
 		st.Close()
 		n.cancel()
 		return nil, fmt.Errorf("node: %w", err)
+	}
+	if cfg.network != nil {
+		if err := n.startNetwork(ctx, cfg.network); err != nil {
+			n.cancel()
+			return nil, errors.Join(fmt.Errorf("node: %w", err), n.pipe.Close(), st.Close())
+		}
 	}
 	return n, nil
 }
@@ -218,6 +242,11 @@ func (n *Node) Close() error {
 	for _, s := range subs {
 		s.Close()
 	}
+	// Network first: sync sessions feed the pipeline and read the store.
+	var nerr error
+	if n.net != nil {
+		nerr = n.net.close()
+	}
 	n.cancel()
 	perr := n.pipe.Close()
 	n.mu.Lock()
@@ -231,7 +260,7 @@ func (n *Node) Close() error {
 		w.closeWith(ErrClosed)
 	}
 	n.mu.Unlock()
-	return errors.Join(perr, n.store.Close())
+	return errors.Join(nerr, perr, n.store.Close())
 }
 
 // deliver is the pipeline's delivery stage; it runs on the topic's delivery goroutine.
@@ -239,9 +268,6 @@ func (n *Node) deliver(r pipeline.Result) {
 	src, _ := r.Source.(Source)
 	if src == nil {
 		src = LocalStore{}
-	}
-	if r.Status == pipeline.Stored {
-		n.notifyStored(r.Topic, r.Op, src)
 	}
 	n.mu.Lock()
 	s := n.streams[r.Topic]

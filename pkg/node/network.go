@@ -1,0 +1,483 @@
+package node
+
+// Networking: a pkg/p2p host (libp2p, discovery, gossip, relay) plus a pkg/sync manager
+// (log sync sessions), wired to the node's pipeline through the seams in seams.go:
+//
+//	streamed topics ──► sync.Subscribe + discovery interest (host.AddTopic)
+//	discovery TopicPeer ──► sync.AddPeer(topic, peer)
+//	sync session receives an operation ──► syncSink ──► pipeline (verify, store)
+//	every newly stored operation ──► forwarder ──► live sync sessions of the topic
+//	sync events ──► SyncStarted / SyncEnded on the topic's subscription
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/pandanet/pandanet/pkg/operation"
+	"github.com/pandanet/pandanet/pkg/p2p"
+	"github.com/pandanet/pandanet/pkg/pipeline"
+	"github.com/pandanet/pandanet/pkg/store"
+	psync "github.com/pandanet/pandanet/pkg/sync"
+)
+
+// SyncProtocol is the name of the log-sync protocol; the host namespaces it by network id.
+const SyncProtocol = "log-sync/1"
+
+// ErrOffline is returned by network methods of a node created without WithNetwork.
+var ErrOffline = errors.New("node has no network (create it with WithNetwork)")
+
+// SystemEvent is a node-level networking event: p2p.PeerConnected, p2p.PeerDisconnected,
+// p2p.DiscoverySessionStarted/Ended/Failed or p2p.TopicPeer.
+type SystemEvent = p2p.Event
+
+// NetworkConfig configures the node's networking. PrivateKey is taken from the node.
+type NetworkConfig struct {
+	p2p.Config
+	// Sync tunes log-sync sessions (timeouts, limits, backoff); zero values are defaults.
+	Sync psync.Config
+	// Logger receives networking logs (default: slog.Default()).
+	Logger *slog.Logger
+	// OnSyncEvent, if set, sees every sync event (for metrics); it must be fast.
+	OnSyncEvent func(psync.Event)
+}
+
+// WithNetwork connects the node to peers: a libp2p host with discovery, gossip and relay
+// support, and log sync for every streamed topic.
+func WithNetwork(cfg NetworkConfig) Option {
+	return func(c *config) error {
+		c.network = &cfg
+		return nil
+	}
+}
+
+type network struct {
+	n    *Node
+	host *p2p.Host
+	sync *psync.Manager
+	log  *slog.Logger
+	sink *syncSink
+
+	ctx    context.Context // cancelled first by close
+	cancel context.CancelFunc
+
+	wg         sync.WaitGroup
+	mu         sync.Mutex
+	forwarders map[operation.Topic]context.CancelFunc
+}
+
+// startNetwork runs after the pipeline is up; on error the caller closes the rest.
+func (n *Node) startNetwork(ctx context.Context, cfg *NetworkConfig) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	pc := cfg.Config
+	pc.PrivateKey = n.key
+	if pc.Logger == nil {
+		pc.Logger = log
+	}
+	host, err := p2p.New(ctx, pc)
+	if err != nil {
+		return fmt.Errorf("start network: %w", err)
+	}
+	nw := &network{n: n, host: host, log: log, forwarders: make(map[operation.Topic]context.CancelFunc)}
+	nw.ctx, nw.cancel = context.WithCancel(n.ctx)
+	nw.sink = &syncSink{n: n, sessions: make(map[uint64]*sessionCheck)}
+	sc := cfg.Sync
+	sc.Protocol = host.ProtocolID(SyncProtocol)
+	sc.Store = syncStore{n.store}
+	sc.Sink = nw.sink
+	userHook := cfg.OnSyncEvent
+	sc.OnEvent = func(ev psync.Event) {
+		if userHook != nil {
+			userHook(ev)
+		}
+		nw.onSyncEvent(ev)
+	}
+	nw.sync, err = psync.NewManager(host.Libp2p(), sc)
+	if err != nil {
+		host.Close()
+		return fmt.Errorf("start log sync: %w", err)
+	}
+	n.net = nw
+	tw, err := n.watchTopics()
+	if err != nil {
+		nw.close()
+		return err
+	}
+	events := host.Events(nw.ctx)
+	nw.wg.Add(2)
+	go nw.topicLoop(tw)
+	go nw.eventLoop(events)
+	return nil
+}
+
+// close stops sync sessions first (they feed the pipeline), then the host.
+func (nw *network) close() error {
+	nw.cancel()
+	serr := nw.sync.Close()
+	nw.mu.Lock()
+	for _, cancel := range nw.forwarders {
+		cancel()
+	}
+	nw.mu.Unlock()
+	herr := nw.host.Close()
+	nw.wg.Wait()
+	return errors.Join(serr, herr)
+}
+
+// topicLoop follows the set of streamed topics: each one is synced, announced to discovery
+// (privately, through set intersection) and gets a forwarder for live sync.
+func (nw *network) topicLoop(tw *topicWatch) {
+	defer nw.wg.Done()
+	defer tw.Close()
+	for {
+		c, err := tw.Next(nw.ctx)
+		if err != nil {
+			return
+		}
+		if c.Added {
+			nw.addTopic(c.Topic)
+		} else {
+			nw.removeTopic(c.Topic)
+		}
+	}
+}
+
+func (nw *network) addTopic(t operation.Topic) {
+	// Watch stored operations before any session can read our heights, so an operation
+	// committed in between is forwarded live rather than missed by both phases.
+	w, err := nw.n.watchStored(t, storedWatchBuffer)
+	if err != nil {
+		return
+	}
+	if err := nw.sync.Subscribe(t); err != nil {
+		w.Close()
+		nw.log.Warn("subscribe topic to sync", "topic", t, "err", err)
+		return
+	}
+	ctx, cancel := context.WithCancel(nw.ctx)
+	nw.mu.Lock()
+	if old := nw.forwarders[t]; old != nil {
+		old()
+	}
+	nw.forwarders[t] = cancel
+	nw.mu.Unlock()
+	nw.wg.Add(1)
+	go nw.forward(ctx, t, w)
+	nw.host.AddTopic(t)
+	// Peers discovery already matched for this topic (e.g. before a restart of the stream).
+	for _, p := range nw.host.TopicPeers(t) {
+		nw.addPeer(t, p)
+	}
+}
+
+func (nw *network) removeTopic(t operation.Topic) {
+	nw.mu.Lock()
+	if cancel := nw.forwarders[t]; cancel != nil {
+		cancel()
+		delete(nw.forwarders, t)
+	}
+	nw.mu.Unlock()
+	nw.host.RemoveTopic(t)
+	nw.sync.Unsubscribe(t)
+}
+
+func (nw *network) addPeer(t operation.Topic, p peer.ID) {
+	if err := nw.sync.AddPeer(t, p); err != nil && !errors.Is(err, psync.ErrClosed) && !errors.Is(err, psync.ErrNotSubscribed) {
+		nw.log.Debug("start sync", "topic", t, "peer", p, "err", err)
+	}
+}
+
+// forward hands every newly stored operation of t to the topic's live sync sessions,
+// except back to the peer it came from. If the forwarder falls behind, live sessions
+// would miss operations: they are restarted so their catch-up phase covers the gap.
+func (nw *network) forward(ctx context.Context, t operation.Topic, w *storedWatch) {
+	defer nw.wg.Done()
+	for {
+		nw.drain(ctx, t, w)
+		w.Close()
+		if ctx.Err() != nil || !errors.Is(w.Err(), errLagged) {
+			return
+		}
+		var err error
+		if w, err = nw.n.watchStored(t, storedWatchBuffer); err != nil {
+			return
+		}
+		nw.log.Warn("live forwarding fell behind; re-syncing topic", "topic", t)
+		for _, p := range nw.sync.Peers(t) {
+			nw.sync.RemovePeer(t, p)
+			nw.addPeer(t, p)
+		}
+	}
+}
+
+// storedWatchBuffer is how far live forwarding may fall behind the writer before the
+// topic's sessions are restarted (and catch up from the store instead).
+const storedWatchBuffer = 4096
+
+func (nw *network) drain(ctx context.Context, t operation.Topic, w *storedWatch) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case so, ok := <-w.C():
+			if !ok {
+				return
+			}
+			var origin peer.ID
+			if s, ok := so.Source.(SyncSession); ok {
+				origin = s.peerID
+			}
+			nw.sync.PublishExcept(t, so.Op.HeaderBytes, so.Op.Body, origin)
+		}
+	}
+}
+
+// eventLoop turns discovery results into sync sessions.
+func (nw *network) eventLoop(events <-chan p2p.Event) {
+	defer nw.wg.Done()
+	for ev := range events {
+		switch e := ev.(type) {
+		case p2p.TopicPeer:
+			if nw.n.subscription(e.Topic) != nil {
+				nw.addPeer(e.Topic, e.Peer)
+			}
+		case p2p.PeerDisconnected:
+			nw.sink.forgetPeer(e.Peer)
+		}
+	}
+}
+
+// onSyncEvent maps sync events onto the topic's subscription. It runs on the session's
+// goroutine, so a subscriber that does not read back-pressures that session only.
+func (nw *network) onSyncEvent(ev psync.Event) {
+	ctx := nw.ctx
+	switch e := ev.(type) {
+	case psync.SyncStarted:
+		author, _ := p2p.PublicKeyFromPeerID(e.Peer)
+		nw.n.emitTopicEvent(ctx, e.Topic, SyncStarted{
+			Peer: author, SessionID: e.SessionID,
+			IncomingOps: e.IncomingOps, OutgoingOps: e.OutgoingOps,
+			IncomingBytes: e.IncomingBytes, OutgoingBytes: e.OutgoingBytes,
+		})
+	case psync.SyncEnded:
+		author, _ := p2p.PublicKeyFromPeerID(e.Peer)
+		if e.Err != nil {
+			nw.sink.endSession(e.SessionID)
+		}
+		nw.n.emitTopicEvent(ctx, e.Topic, SyncEnded{
+			Peer: author, SessionID: e.SessionID,
+			SentOps: e.SentOps, ReceivedOps: e.ReceivedOps,
+			SentBytes: e.SentBytes, ReceivedBytes: e.ReceivedBytes, Err: e.Err,
+		})
+	case psync.SessionFailed:
+		nw.sink.endSession(e.SessionID)
+		lvl := slog.LevelDebug
+		if e.Misbehaving {
+			lvl = slog.LevelWarn
+		}
+		nw.log.Log(ctx, lvl, "sync session failed", "topic", e.Topic, "peer", e.Peer, "session", e.SessionID, "misbehaving", e.Misbehaving, "err", e.Err)
+	}
+}
+
+// syncStore adapts the store to what sync sessions read.
+type syncStore struct{ s *store.Store }
+
+func (a syncStore) LogHeights(ctx context.Context, topic operation.Topic) (psync.Heights, error) {
+	h, err := a.s.LogHeights(ctx, topic)
+	return psync.Heights(h), err
+}
+
+func (a syncStore) LogRange(ctx context.Context, author operation.PublicKey, log operation.LogID, from, to uint64, fn func(header, body []byte) error) error {
+	return a.s.LogRange(ctx, author, log, from, to, func(op *operation.Operation) error {
+		return fn(op.HeaderBytes, op.Body)
+	})
+}
+
+func (a syncStore) LogSize(ctx context.Context, author operation.PublicKey, log operation.LogID, from, to uint64) (uint64, uint64, error) {
+	sz, err := a.s.LogSize(ctx, author, log, from, to)
+	return uint64(sz.Ops), uint64(sz.Bytes), err
+}
+
+// syncSink feeds operations from sync sessions into the pipeline without waiting for each
+// one to be stored (that would cap a session at one operation per writer batch): Receive
+// only blocks for backpressure, and the outcome of earlier operations is checked as they
+// complete. An invalid operation fails the session's next Receive with ErrInvalidOperation,
+// which aborts the session and marks the peer as misbehaving.
+type syncSink struct {
+	n        *Node
+	mu       sync.Mutex
+	sessions map[uint64]*sessionCheck
+}
+
+// maxPendingPerSession bounds the operations a session has in flight in the pipeline.
+const maxPendingPerSession = 4096
+
+type sessionCheck struct {
+	peer    peer.ID
+	pending []*pipeline.Ticket
+	err     error
+}
+
+func (s *syncSink) Receive(ctx context.Context, topic operation.Topic, header, body []byte, src psync.Source) error {
+	chk := s.session(src)
+	if err := chk.reap(ctx, false); err != nil {
+		return err
+	}
+	author, err := p2p.PublicKeyFromPeerID(src.Peer)
+	if err != nil {
+		return fmt.Errorf("sync peer %s: %w", src.Peer, err)
+	}
+	phase := PhaseSync
+	if src.Phase == psync.PhaseLive {
+		phase = PhaseLive
+	}
+	t, err := s.n.ingestRemoteAsync(ctx, topic, header, body, SyncSession{Peer: author, SessionID: src.SessionID, Phase: phase, peerID: src.Peer})
+	if err != nil {
+		return classifyIngestErr(err)
+	}
+	chk.pending = append(chk.pending, t)
+	return chk.reap(ctx, len(chk.pending) >= maxPendingPerSession)
+}
+
+func (s *syncSink) session(src psync.Source) *sessionCheck {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	chk := s.sessions[src.SessionID]
+	if chk == nil {
+		chk = &sessionCheck{peer: src.Peer}
+		s.sessions[src.SessionID] = chk
+	}
+	return chk
+}
+
+func (s *syncSink) endSession(id uint64) {
+	s.mu.Lock()
+	delete(s.sessions, id)
+	s.mu.Unlock()
+}
+
+func (s *syncSink) forgetPeer(p peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, chk := range s.sessions {
+		if chk.peer == p {
+			delete(s.sessions, id)
+		}
+	}
+}
+
+// reap checks finished tickets in order; with block it waits for the oldest one first.
+// Receive is called by one goroutine per session, so the check needs no lock.
+func (c *sessionCheck) reap(ctx context.Context, block bool) error {
+	if c.err != nil {
+		return c.err
+	}
+	for len(c.pending) > 0 {
+		t := c.pending[0]
+		if block {
+			select {
+			case <-t.Done():
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			block = false
+		}
+		select {
+		case <-t.Done():
+		default:
+			return nil
+		}
+		c.pending[0] = nil
+		c.pending = c.pending[1:]
+		if r := t.Result(); r.Status == pipeline.Failed {
+			c.err = classifyIngestErr(r.Err)
+			return c.err
+		}
+	}
+	return nil
+}
+
+// classifyIngestErr marks operations the peer should never have sent as invalid, so the
+// session aborts and the peer is reported; anything else (a full buffer, shutdown, a store
+// error) is our own failure and the session is simply retried later.
+func classifyIngestErr(err error) error {
+	var v *operation.ValidationError
+	if errors.As(err, &v) {
+		return fmt.Errorf("%w: %w", psync.ErrInvalidOperation, err)
+	}
+	return err
+}
+
+// Host returns the node's libp2p host, or nil for an offline node.
+func (n *Node) Host() *p2p.Host {
+	if n.net == nil {
+		return nil
+	}
+	return n.net.host
+}
+
+// PeerID returns the libp2p peer id (derived from the node key).
+func (n *Node) PeerID() peer.ID {
+	id, _ := p2p.PeerIDFromPublicKey(n.ID())
+	return id
+}
+
+// NetworkID returns the network the node is part of (zero for an offline node).
+func (n *Node) NetworkID() operation.NetworkID {
+	if n.net == nil {
+		return operation.NetworkID{}
+	}
+	return n.cfg.network.NetworkID
+}
+
+// Addrs returns the node's full multiaddrs (with /p2p/<peer id>) for others to bootstrap
+// from.
+func (n *Node) Addrs() []ma.Multiaddr {
+	if n.net == nil {
+		return nil
+	}
+	return n.net.host.Addrs()
+}
+
+// Peers lists the connected peers of our network.
+func (n *Node) Peers() []p2p.PeerInfo {
+	if n.net == nil {
+		return nil
+	}
+	return n.net.host.Peers()
+}
+
+// InsertBootstrap adds a bootstrap peer (a multiaddr ending in /p2p/<peer id>) at runtime;
+// discovery starts its walks there.
+func (n *Node) InsertBootstrap(ctx context.Context, addr ma.Multiaddr) error {
+	if n.net == nil {
+		return ErrOffline
+	}
+	return n.net.host.InsertBootstrap(ctx, addr)
+}
+
+// Events returns node-level networking events emitted after the call, until ctx ends or
+// the node closes. A consumer that does not keep up loses events (they are logged).
+func (n *Node) Events(ctx context.Context) (<-chan SystemEvent, error) {
+	if n.net == nil {
+		return nil, ErrOffline
+	}
+	return n.net.host.Events(ctx), nil
+}
+
+// EphemeralStream opens a gossip stream on topic: messages are signed and timestamped but
+// never persisted, and only peers online now receive them.
+func (n *Node) EphemeralStream(ctx context.Context, topic operation.Topic) (*p2p.EphemeralTopic, error) {
+	if n.net == nil {
+		return nil, ErrOffline
+	}
+	return n.net.host.Ephemeral(ctx, topic)
+}

@@ -1,0 +1,333 @@
+package sync
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	stdsync "sync"
+	"unicode/utf8"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/pandanet/pandanet/pkg/operation"
+)
+
+// Kind identifies a message. The values are part of the wire format.
+type Kind uint8
+
+const (
+	// KindTopic opens the handshake: the initiator names the topic it wants to sync.
+	KindTopic Kind = 0
+	// KindAccept is the acceptor's handshake "Done": it serves the topic, the session starts.
+	KindAccept Kind = 1
+	// KindReject is the acceptor refusing the session, with a reason.
+	KindReject Kind = 2
+	// KindHave carries the sender's log heights for the topic.
+	KindHave Kind = 3
+	// KindPreSync announces how many operations and bytes the sender is about to push.
+	KindPreSync Kind = 4
+	// KindOperation is one operation of the catch-up phase.
+	KindOperation Kind = 5
+	// KindDone ends the sender's catch-up phase (alone, it means "nothing to send").
+	KindDone Kind = 6
+	// KindLive is one operation forwarded in live mode.
+	KindLive Kind = 7
+	// KindClose ends the session; the peer answers with Close.
+	KindClose Kind = 8
+	// KindPing keeps an idle session alive (the receiver only resets its idle timer).
+	KindPing Kind = 9
+)
+
+var kindNames = [...]string{"Topic", "Accept", "Reject", "Have", "PreSync", "Operation", "Done", "Live", "Close", "Ping"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("Kind(%d)", uint8(k))
+}
+
+// Limits bound what a peer can make us read and allocate.
+type Limits struct {
+	// MaxFrameSize bounds every frame except Have. An operation is at most
+	// operation.DefaultMaxPayloadSize body plus operation.MaxHeaderSize header.
+	MaxFrameSize int
+	// MaxHaveEntries bounds the number of (author, log) heights in one Have.
+	MaxHaveEntries int
+}
+
+// DefaultLimits: 2 MiB frames and 100k logs per Have.
+var DefaultLimits = Limits{MaxFrameSize: 2 << 20, MaxHaveEntries: 100_000}
+
+// haveEntryWireSize over-estimates one (author, log, height) entry: two 34-byte byte strings,
+// a ≤9-byte integer and array headers.
+const haveEntryWireSize = 90
+
+// maxHaveFrame is the frame limit while a Have is expected: large enough for MaxHaveEntries
+// logs with one author each (the Node's shape: one log per author and topic).
+func (l Limits) maxHaveFrame() int { return l.MaxHaveEntries*haveEntryWireSize + 1024 }
+
+// MaxReasonLength bounds a Reject reason.
+const MaxReasonLength = 256
+
+// Message is one protocol message. Which fields are meaningful depends on Kind:
+// Topic (KindTopic), Reason (KindReject), Have (KindHave), Ops and Bytes (KindPreSync),
+// Header and Body (KindOperation, KindLive). Body nil means the operation has none.
+type Message struct {
+	Kind   Kind
+	Topic  operation.Topic
+	Reason string
+	Have   Heights
+	Ops    uint64
+	Bytes  uint64
+	Header []byte
+	Body   []byte
+}
+
+// wireMessage is the CBOR shape: a map with small integer keys, absent fields omitted.
+type wireMessage struct {
+	Kind   uint8        `cbor:"0,keyasint"`
+	Topic  []byte       `cbor:"1,keyasint,omitempty"`
+	Reason string       `cbor:"2,keyasint,omitempty"`
+	Have   []wireAuthor `cbor:"3,keyasint,omitempty"`
+	Ops    uint64       `cbor:"4,keyasint,omitempty"`
+	Bytes  uint64       `cbor:"5,keyasint,omitempty"`
+	Header []byte       `cbor:"6,keyasint,omitempty"`
+	Body   []byte       `cbor:"7,keyasint,omitempty"`
+}
+
+// wireAuthor is [author, [[log, height], ...]], mirroring p2panda's map<author, map<log, seq>>
+// without relying on byte-string map keys.
+type wireAuthor struct {
+	_      struct{} `cbor:",toarray"`
+	Author []byte
+	Logs   []wireLog
+}
+
+type wireLog struct {
+	_      struct{} `cbor:",toarray"`
+	Log    []byte
+	Height uint64
+}
+
+var (
+	msgEncMode = func() cbor.EncMode {
+		em, err := cbor.CoreDetEncOptions().EncMode()
+		if err != nil {
+			panic(err)
+		}
+		return em
+	}()
+	// decModes caches one strict decoder per MaxHaveEntries (normally just the default).
+	decModes stdsync.Map // int -> cbor.DecMode
+)
+
+// decModeFor returns a strict decoder: no indefinite lengths, tags, duplicate or unknown
+// keys, and arrays capped near the Have limit, so a peer cannot make the decoder allocate a
+// huge slice from a short frame (the frame size caps everything else).
+func decModeFor(maxHaveEntries int) cbor.DecMode {
+	if dm, ok := decModes.Load(maxHaveEntries); ok {
+		return dm.(cbor.DecMode)
+	}
+	dm, err := cbor.DecOptions{
+		MaxNestedLevels:   6,
+		MaxArrayElements:  max(maxHaveEntries+16, 16),
+		MaxMapPairs:       16,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+	}.DecMode()
+	if err != nil {
+		panic(fmt.Sprintf("sync: cbor decode options: %v", err))
+	}
+	decModes.Store(maxHaveEntries, dm)
+	return dm
+}
+
+// EncodeMessage returns the CBOR body of m (without the length prefix).
+func EncodeMessage(m *Message) ([]byte, error) {
+	w := wireMessage{Kind: uint8(m.Kind)}
+	switch m.Kind {
+	case KindTopic:
+		w.Topic = m.Topic[:]
+	case KindReject:
+		w.Reason = m.Reason
+	case KindHave:
+		w.Have = encodeHeights(m.Have)
+	case KindPreSync:
+		w.Ops, w.Bytes = m.Ops, m.Bytes
+	case KindOperation, KindLive:
+		w.Header, w.Body = m.Header, m.Body
+	case KindAccept, KindDone, KindClose, KindPing:
+	default:
+		return nil, fmt.Errorf("encode message: unknown kind %d", m.Kind)
+	}
+	return msgEncMode.Marshal(&w)
+}
+
+func encodeHeights(h Heights) []wireAuthor {
+	out := make([]wireAuthor, 0, len(h))
+	for author, logs := range h {
+		wa := wireAuthor{Author: author[:], Logs: make([]wireLog, 0, len(logs))}
+		for log, height := range logs {
+			wa.Logs = append(wa.Logs, wireLog{Log: log[:], Height: height})
+		}
+		out = append(out, wa)
+	}
+	return out
+}
+
+// DecodeMessage parses a frame body from an untrusted peer. Every error wraps ErrProtocol.
+func DecodeMessage(data []byte, limits Limits) (*Message, error) {
+	var w wireMessage
+	if err := decModeFor(limits.MaxHaveEntries).Unmarshal(data, &w); err != nil {
+		return nil, protocolErr(ErrProtocol, "malformed message: %v", err)
+	}
+	m := &Message{Kind: Kind(w.Kind)}
+	// present lists the fields set on the wire; each kind allows exactly its own.
+	var present []string
+	if w.Topic != nil {
+		present = append(present, "topic")
+	}
+	if w.Reason != "" {
+		present = append(present, "reason")
+	}
+	if w.Have != nil {
+		present = append(present, "have")
+	}
+	if w.Ops != 0 || w.Bytes != 0 {
+		present = append(present, "presync")
+	}
+	if w.Header != nil {
+		present = append(present, "header")
+	}
+	if w.Body != nil {
+		present = append(present, "body")
+	}
+	var allowed []string
+	switch m.Kind {
+	case KindTopic:
+		allowed = []string{"topic"}
+		if len(w.Topic) != len(m.Topic) {
+			return nil, protocolErr(ErrProtocol, "topic is %d bytes, want %d", len(w.Topic), len(m.Topic))
+		}
+		copy(m.Topic[:], w.Topic)
+	case KindReject:
+		allowed = []string{"reason"}
+		if len(w.Reason) > MaxReasonLength || !utf8.ValidString(w.Reason) {
+			return nil, protocolErr(ErrProtocol, "reject reason too long or not UTF-8")
+		}
+		m.Reason = w.Reason
+	case KindHave:
+		allowed = []string{"have"}
+		h, err := decodeHeights(w.Have, limits.MaxHaveEntries)
+		if err != nil {
+			return nil, err
+		}
+		m.Have = h
+	case KindPreSync:
+		allowed = []string{"presync"}
+		m.Ops, m.Bytes = w.Ops, w.Bytes
+	case KindOperation, KindLive:
+		allowed = []string{"header", "body"}
+		if len(w.Header) == 0 {
+			return nil, protocolErr(ErrProtocol, "%s without header", m.Kind)
+		}
+		if len(w.Header) > operation.MaxHeaderSize {
+			return nil, protocolErr(ErrProtocol, "header is %d bytes, at most %d allowed", len(w.Header), operation.MaxHeaderSize)
+		}
+		m.Header = w.Header
+		if len(w.Body) > 0 {
+			m.Body = w.Body
+		}
+	case KindAccept, KindDone, KindClose, KindPing:
+	default:
+		return nil, protocolErr(ErrProtocol, "unknown message kind %d", w.Kind)
+	}
+	for _, f := range present {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || a == f
+		}
+		if !ok {
+			return nil, protocolErr(ErrProtocol, "%s message carries field %q", m.Kind, f)
+		}
+	}
+	return m, nil
+}
+
+func decodeHeights(authors []wireAuthor, maxEntries int) (Heights, error) {
+	h := make(Heights, len(authors))
+	seen := make(map[operation.PublicKey]struct{}, len(authors))
+	entries := 0
+	for _, wa := range authors {
+		if len(wa.Author) != operation.PublicKeySize {
+			return nil, protocolErr(ErrProtocol, "Have: author is %d bytes", len(wa.Author))
+		}
+		author := operation.PublicKey(wa.Author)
+		if _, dup := seen[author]; dup {
+			return nil, protocolErr(ErrProtocol, "Have: author %s listed twice", author.Short())
+		}
+		seen[author] = struct{}{}
+		entries += len(wa.Logs)
+		if entries > maxEntries {
+			return nil, fmt.Errorf("%w: %w: more than %d entries", ErrProtocol, ErrTooManyLogs, maxEntries)
+		}
+		logs := make(map[operation.LogID]uint64, len(wa.Logs))
+		for _, wl := range wa.Logs {
+			if len(wl.Log) != operation.HashSize {
+				return nil, protocolErr(ErrProtocol, "Have: log id is %d bytes", len(wl.Log))
+			}
+			log := operation.LogID(wl.Log)
+			if _, dup := logs[log]; dup {
+				return nil, protocolErr(ErrProtocol, "Have: log %s of %s listed twice", log.Short(), author.Short())
+			}
+			logs[log] = wl.Height
+		}
+		if len(logs) > 0 {
+			h[author] = logs
+		}
+	}
+	return h, nil
+}
+
+// frameHeaderSize is the big-endian uint32 length prefix.
+const frameHeaderSize = 4
+
+// writeFrame encodes m and writes it with its length prefix in one Write, so an unbuffered
+// stream sends it as one transport frame. It returns the bytes written.
+func writeFrame(w io.Writer, m *Message) (int, error) {
+	body, err := EncodeMessage(m)
+	if err != nil {
+		return 0, err
+	}
+	frame := make([]byte, frameHeaderSize+len(body))
+	binary.BigEndian.PutUint32(frame, uint32(len(body)))
+	copy(frame[frameHeaderSize:], body)
+	return w.Write(frame)
+}
+
+// readFrame reads one frame of at most maxSize body bytes into buf (grown as needed) and
+// decodes it. The decoded message does not alias buf.
+func readFrame(r io.Reader, maxSize int, buf *[]byte, limits Limits) (*Message, error) {
+	var hdr [frameHeaderSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if uint64(n) > uint64(maxSize) {
+		return nil, protocolErr(ErrFrameTooLarge, "%d bytes, at most %d allowed", n, maxSize)
+	}
+	if cap(*buf) < int(n) {
+		*buf = make([]byte, n)
+	}
+	body := (*buf)[:n]
+	if _, err := io.ReadFull(r, body); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return DecodeMessage(body, limits)
+}

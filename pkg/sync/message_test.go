@@ -1,0 +1,176 @@
+package sync
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/pandanet/pandanet/pkg/operation"
+)
+
+func sampleMessages() []*Message {
+	return []*Message{
+		{Kind: KindTopic, Topic: testTopic},
+		{Kind: KindAccept},
+		{Kind: KindReject, Reason: ReasonNotSubscribed},
+		{Kind: KindHave, Have: Heights{}},
+		{Kind: KindHave, Have: Heights{{1}: {{2}: 3, {4}: 0}, {5}: {{6}: 1 << 40}}},
+		{Kind: KindPreSync, Ops: 3, Bytes: 300},
+		{Kind: KindPreSync},
+		{Kind: KindOperation, Header: []byte{0x88, 1}, Body: []byte("body")},
+		{Kind: KindOperation, Header: []byte{0x88, 1}},
+		{Kind: KindDone},
+		{Kind: KindLive, Header: []byte{0x88, 2}, Body: []byte("live")},
+		{Kind: KindClose},
+		{Kind: KindPing},
+	}
+}
+
+func TestMessageRoundTrip(t *testing.T) {
+	for _, m := range sampleMessages() {
+		var buf bytes.Buffer
+		if _, err := writeFrame(&buf, m); err != nil {
+			t.Fatalf("%s: %v", m.Kind, err)
+		}
+		var scratch []byte
+		got, err := readFrame(&buf, DefaultLimits.MaxFrameSize, &scratch, DefaultLimits)
+		if err != nil {
+			t.Fatalf("%s: %v", m.Kind, err)
+		}
+		if !reflect.DeepEqual(got, m) {
+			t.Fatalf("%s: round trip gave %+v, want %+v", m.Kind, got, m)
+		}
+	}
+}
+
+// Decoded messages must not alias the frame buffer, which is reused for the next frame while
+// the sink may still hold the previous operation.
+func TestDecodedMessageDoesNotAliasBuffer(t *testing.T) {
+	body, err := EncodeMessage(&Message{Kind: KindOperation, Header: []byte("header"), Body: []byte("body")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := DecodeMessage(body, DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range body {
+		body[i] = 0
+	}
+	if string(m.Header) != "header" || string(m.Body) != "body" {
+		t.Fatalf("decoded message changed with its buffer: %q %q", m.Header, m.Body)
+	}
+}
+
+func TestDecodeMessageRejects(t *testing.T) {
+	enc := func(v any) []byte {
+		b, err := cbor.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	cases := map[string][]byte{
+		"not cbor":              {0xff},
+		"not a map":             enc([]int{1, 2}),
+		"unknown kind":          enc(map[int]any{0: 42}),
+		"unknown field":         enc(map[int]any{0: int(KindDone), 9: 1}),
+		"field of another kind": enc(map[int]any{0: int(KindDone), 6: []byte{1}}),
+		"short topic":           enc(map[int]any{0: int(KindTopic), 1: []byte{1, 2}}),
+		"operation no header":   enc(map[int]any{0: int(KindOperation), 7: []byte{1}}),
+		"oversized header":      enc(map[int]any{0: int(KindOperation), 6: make([]byte, operation.MaxHeaderSize+1)}),
+		"short author":          enc(map[int]any{0: int(KindHave), 3: []any{[]any{[]byte{1}, []any{}}}}),
+		"duplicate author": enc(map[int]any{0: int(KindHave), 3: []any{
+			[]any{make([]byte, 32), []any{}}, []any{make([]byte, 32), []any{}}}}),
+		"duplicate log": enc(map[int]any{0: int(KindHave), 3: []any{
+			[]any{make([]byte, 32), []any{[]any{make([]byte, 32), 1}, []any{make([]byte, 32), 2}}}}}),
+		"long reason":       enc(map[int]any{0: int(KindReject), 2: string(make([]byte, MaxReasonLength+1))}),
+		"indefinite length": {0xbf, 0x00, 0x06, 0xff},
+		"tagged":            {0xa1, 0x00, 0xc1, 0x06},
+		"duplicate key":     {0xa2, 0x00, 0x06, 0x00, 0x06},
+	}
+	for name, data := range cases {
+		if _, err := DecodeMessage(data, DefaultLimits); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%s: got %v, want ErrProtocol", name, err)
+		}
+	}
+}
+
+func TestHaveLimit(t *testing.T) {
+	h := Heights{}
+	for i := range 5 {
+		h[operation.PublicKey{byte(i)}] = map[operation.LogID]uint64{{1}: 1}
+	}
+	body, err := EncodeMessage(&Message{Kind: KindHave, Have: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeMessage(body, Limits{MaxFrameSize: 1 << 20, MaxHaveEntries: 5}); err != nil {
+		t.Fatalf("5 entries at limit 5: %v", err)
+	}
+	_, err = DecodeMessage(body, Limits{MaxFrameSize: 1 << 20, MaxHaveEntries: 4})
+	if !errors.Is(err, ErrTooManyLogs) || !errors.Is(err, ErrProtocol) {
+		t.Fatalf("5 entries at limit 4: %v", err)
+	}
+	// The Have frame limit fits MaxHaveEntries logs with one author each.
+	big := Heights{}
+	for i := range DefaultLimits.MaxHaveEntries {
+		big[operation.PublicKey{byte(i), byte(i >> 8), byte(i >> 16)}] = map[operation.LogID]uint64{{0xff}: 1 << 32}
+	}
+	body, err = EncodeMessage(&Message{Kind: KindHave, Have: big})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(body) > DefaultLimits.maxHaveFrame() {
+		t.Fatalf("a full Have is %d bytes, frame limit %d", len(body), DefaultLimits.maxHaveFrame())
+	}
+}
+
+func TestRemoteNeeds(t *testing.T) {
+	a, b, c := operation.PublicKey{1}, operation.PublicKey{2}, operation.PublicKey{3}
+	l := operation.LogID{7}
+	local := Heights{a: {l: 10}, b: {l: 5}, c: {l: 3}}
+	remote := Heights{a: {l: 4}, b: {l: 9}, c: {{8}: 100}, {9}: {l: 1}}
+	got := remoteNeeds(local, remote)
+	want := []logRange{{Author: a, Log: l, From: 5, To: 10}, {Author: c, Log: l, From: 0, To: 3}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+}
+
+// FuzzDecodeMessage: the decoder must never panic, and what it accepts must re-encode to a
+// message that decodes to the same value.
+func FuzzDecodeMessage(f *testing.F) {
+	for _, m := range sampleMessages() {
+		b, err := EncodeMessage(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{0xa1, 0x00, 0x06})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		limits := Limits{MaxFrameSize: 1 << 20, MaxHaveEntries: 64}
+		m, err := DecodeMessage(data, limits)
+		if err != nil {
+			if !errors.Is(err, ErrProtocol) {
+				t.Fatalf("decode error does not wrap ErrProtocol: %v", err)
+			}
+			return
+		}
+		again, err := EncodeMessage(m)
+		if err != nil {
+			t.Fatalf("accepted message does not encode: %v", err)
+		}
+		m2, err := DecodeMessage(again, limits)
+		if err != nil {
+			t.Fatalf("re-encoded message does not decode: %v", err)
+		}
+		if !reflect.DeepEqual(m, m2) {
+			t.Fatalf("re-decoded %+v, want %+v", m2, m)
+		}
+	})
+}
