@@ -189,6 +189,12 @@ type Pipeline struct {
 	store *store.Store
 
 	verifyCh chan *job
+	// orderCh carries the same jobs in submission order: verification runs in parallel,
+	// but the sequencer hands jobs to the writer in the order they were submitted, so a log
+	// sent in order (as sync does) reaches the writer in order and never needs the
+	// out-of-order buffer.
+	orderCh  chan *job
+	seqEnd   chan struct{}
 	writeCh  chan *writeReq
 
 	mu        sync.RWMutex // guards closed; producers hold RLock while registering
@@ -219,6 +225,11 @@ type job struct {
 	hasSlot bool
 	// buffered is when the job entered the out-of-order buffer.
 	buffered time.Time
+	// verified is closed once verification finished (verr says how) or Submit gave up on
+	// the job (canceled); only then may the sequencer look at it.
+	verified chan struct{}
+	verr     error
+	canceled bool
 }
 
 func (j *job) size() int { return len(j.header) + len(j.body) }
@@ -265,6 +276,8 @@ func New(cfg Config) (*Pipeline, error) {
 		cfg:       cfg,
 		store:     cfg.Store,
 		verifyCh:  make(chan *job, 4*cfg.Workers),
+		orderCh:   make(chan *job, 2*cfg.MaxBatch),
+		seqEnd:    make(chan struct{}),
 		writeCh:   make(chan *writeReq, 2*cfg.MaxBatch),
 		closing:   make(chan struct{}),
 		writerEnd: make(chan struct{}),
@@ -275,6 +288,7 @@ func New(cfg Config) (*Pipeline, error) {
 		p.workers.Add(1)
 		go p.verifyLoop()
 	}
+	go p.sequenceLoop()
 	w := newWriter(p)
 	go w.run()
 	return p, nil
@@ -293,8 +307,10 @@ func (p *Pipeline) Close() error {
 	close(p.closing)
 	p.mu.Unlock()
 	p.producers.Wait()
+	close(p.orderCh)
 	close(p.verifyCh)
 	p.workers.Wait()
+	<-p.seqEnd
 	close(p.writeCh)
 	<-p.writerEnd
 	p.delivery.Wait()
@@ -328,16 +344,45 @@ func (p *Pipeline) Submit(ctx context.Context, in Input) (*Ticket, error) {
 	j := &job{topic: in.Topic, ts: ts, header: in.Header, body: in.Body, hash: operation.HashOf(in.Header),
 		source: in.Source, start: time.Now(), hasSlot: true}
 	j.ticket = newTicket(j.hash)
-	p.stats.submitted.Add(1)
+	j.verified = make(chan struct{})
 	select {
-	case p.verifyCh <- j:
-		return j.ticket, nil
+	case p.orderCh <- j:
 	case <-ctx.Done():
 		ts.release()
 		return nil, ctx.Err()
 	case <-p.closing:
 		ts.release()
 		return nil, ErrClosed
+	}
+	var err error
+	select {
+	case p.verifyCh <- j:
+		p.stats.submitted.Add(1)
+		return j.ticket, nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-p.closing:
+		err = ErrClosed
+	}
+	// Already queued for the sequencer: tell it to skip the job.
+	j.canceled, j.hasSlot = true, false
+	ts.release()
+	close(j.verified)
+	return nil, err
+}
+
+// sequenceLoop forwards verified jobs to the writer in submission order.
+func (p *Pipeline) sequenceLoop() {
+	defer close(p.seqEnd)
+	for j := range p.orderCh {
+		<-j.verified
+		switch {
+		case j.canceled:
+		case j.verr != nil:
+			p.finish(j, Result{Status: Failed, Stage: StageValidate, Err: j.verr, Op: nil})
+		default:
+			p.writeCh <- &writeReq{job: j}
+		}
 	}
 }
 
@@ -453,13 +498,13 @@ func (p *Pipeline) verifyLoop() {
 			err = checkTopic(op, j.topic)
 		}
 		if err != nil {
-			p.finish(j, Result{Status: Failed, Stage: StageValidate, Err: err, Op: nil})
-			continue
+			j.verr = err
+		} else {
+			j.op = op
+			// Keep the decoded operation's copies; drop the caller's buffers.
+			j.header, j.body = op.HeaderBytes, op.Body
 		}
-		j.op = op
-		// Keep the decoded operation's copies; drop the caller's buffers.
-		j.header, j.body = op.HeaderBytes, op.Body
-		p.writeCh <- &writeReq{job: j}
+		close(j.verified)
 	}
 }
 

@@ -1,0 +1,119 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ReclaimPolicy says what happens to a topic subscription when its TopicReplica goes.
+// +kubebuilder:validation:Enum=Retain;Delete
+type ReclaimPolicy string
+
+const (
+	// ReclaimRetain keeps the topic subscribed after the TopicReplica is deleted
+	// (like a PersistentVolume with Retain, the subscription outlives its claim).
+	ReclaimRetain ReclaimPolicy = "Retain"
+	// ReclaimDelete unsubscribes the topic when the TopicReplica is deleted. Nodes keep
+	// the data they already stored either way; only syncing stops.
+	ReclaimDelete ReclaimPolicy = "Delete"
+)
+
+// Reasons of TopicReplica conditions.
+const (
+	ReasonNetworkNotFound = "NetworkNotFound"
+	ReasonProgressing     = "Progressing"
+	ReasonAllNodesSynced  = "AllNodesSubscribed"
+)
+
+// NetworkReference names a PandaNetwork in the same namespace.
+type NetworkReference struct {
+	// Name of the PandaNetwork.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+}
+
+// TopicReplicaSpec is the desired state of a TopicReplica.
+type TopicReplicaSpec struct {
+	// NetworkRef is the PandaNetwork whose nodes subscribe to the topics. Immutable.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="networkRef is immutable"
+	NetworkRef NetworkReference `json:"networkRef"`
+
+	// Topics to subscribe, sync and persist: 64 hex characters or a name (hashed with BLAKE3).
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=1000
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:Pattern=`^([0-9a-fA-F]{64}|[a-zA-Z0-9][a-zA-Z0-9._-]{0,62})$`
+	// +listType=set
+	Topics []string `json:"topics"`
+
+	// ReclaimPolicy: Retain keeps the topics subscribed after this object is deleted;
+	// Delete unsubscribes them (the node keeps data it already has).
+	// +kubebuilder:default=Retain
+	// +optional
+	ReclaimPolicy ReclaimPolicy `json:"reclaimPolicy,omitempty"`
+}
+
+// TopicNodeStatus is one node's view of one topic.
+type TopicNodeStatus struct {
+	// Node is the pod name.
+	Node string `json:"node"`
+	// Operations the node holds for the topic.
+	Operations int64 `json:"operations"`
+}
+
+// TopicStatus lists the nodes that hold a topic.
+type TopicStatus struct {
+	// Topic as written in spec.topics.
+	Topic string `json:"topic"`
+	// ID is the canonical lowercase-hex topic id nodes report.
+	ID string `json:"id"`
+	// Nodes that report the topic.
+	// +optional
+	Nodes []TopicNodeStatus `json:"nodes,omitempty"`
+}
+
+// TopicReplicaStatus is the observed state of a TopicReplica.
+type TopicReplicaStatus struct {
+	// Conditions: Ready (reasons NetworkNotFound, Progressing, AllNodesSubscribed).
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// ObservedGeneration is the generation the status was computed for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Topics with the nodes that hold them, read from each node's admin API.
+	// +optional
+	Topics []TopicStatus `json:"topics,omitempty"`
+}
+
+// TopicReplica asks the nodes of a PandaNetwork to subscribe to, sync and persist topics.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ptr,categories=panda
+// +kubebuilder:storageversion
+// +kubebuilder:printcolumn:name="Network",type=string,JSONPath=`.spec.networkRef.name`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type TopicReplica struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   TopicReplicaSpec   `json:"spec"`
+	Status TopicReplicaStatus `json:"status,omitempty"`
+}
+
+// TopicReplicaList contains a list of TopicReplica.
+// +kubebuilder:object:root=true
+type TopicReplicaList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []TopicReplica `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&TopicReplica{}, &TopicReplicaList{})
+}

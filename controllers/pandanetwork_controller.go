@@ -1,0 +1,641 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	pandav1 "github.com/pandanet/pandanet/api/v1alpha1"
+)
+
+const (
+	// networkRefIndex indexes TopicReplicas by spec.networkRef.name.
+	networkRefIndex = "spec.networkRef.name"
+	// templateHashKey on the StatefulSet records the hash of the pod template the operator
+	// last wrote, so unchanged input skips the update instead of fighting API defaults.
+	templateHashKey = "pandanet.io/template-hash"
+	restartedAtKey  = "kubectl.kubernetes.io/restartedAt"
+)
+
+var podMonitorGVK = schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "PodMonitor"}
+
+// PandaNetworkReconciler reconciles a PandaNetwork into a StatefulSet of panda-node pods
+// with Services, Secrets, ConfigMaps, a PodDisruptionBudget and (optionally) a PodMonitor.
+type PandaNetworkReconciler struct {
+	client.Client
+	Scheme *runtime.Scheme
+	// APIReader reads Secrets uncached: caching them would mean list/watch on every
+	// Secret in the cluster.
+	APIReader client.Reader
+	// DefaultImage is used when spec.image is empty.
+	DefaultImage string
+	// MonitoringRecheck is how long the PodMonitor CRD check is cached (default 1m).
+	MonitoringRecheck time.Duration
+
+	monitorMu      sync.Mutex
+	monitorChecked time.Time
+	monitorPresent bool
+}
+
+// +kubebuilder:rbac:groups=pandanet.io,resources=pandanetworks,verbs=get;list;watch
+// +kubebuilder:rbac:groups=pandanet.io,resources=pandanetworks/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=pandanet.io,resources=pandanetworks/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=podmonitors,verbs=get;create;update;patch
+
+// Reconcile implements reconcile.Reconciler.
+func (r *PandaNetworkReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	pn := &pandav1.PandaNetwork{}
+	if err := r.Get(ctx, req.NamespacedName, pn); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !pn.DeletionTimestamp.IsZero() {
+		// Owned objects go by garbage collection; the identity Secret and PVCs stay by design.
+		return ctrl.Result{}, nil
+	}
+
+	// An error still updates the status (Degraded) before it is returned for retry.
+	obs, recErr := r.reconcileObjects(ctx, pn)
+	if err := r.updateStatus(ctx, pn, obs, recErr); err != nil {
+		return ctrl.Result{}, errors.Join(recErr, err)
+	}
+	if recErr != nil {
+		return ctrl.Result{}, recErr
+	}
+	// Periodic refresh: node placement (NodePort addresses) and pod readiness can change
+	// without an event on an owned object.
+	if meta.IsStatusConditionTrue(pn.Status.Conditions, pandav1.ConditionReady) {
+		return ctrl.Result{RequeueAfter: 5 * time.Minute}, nil
+	}
+	return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
+}
+
+// observed collects what reconcileObjects learned for the status.
+type observed struct {
+	sts      *appsv1.StatefulSet
+	peerIDs  map[int32]string
+	services map[int32]*corev1.Service
+	public   map[int32][]string
+	pods     map[string]*corev1.Pod
+}
+
+func (r *PandaNetworkReconciler) image(pn *pandav1.PandaNetwork) string {
+	if pn.Spec.Image != "" {
+		return pn.Spec.Image
+	}
+	return r.DefaultImage
+}
+
+func (r *PandaNetworkReconciler) reconcileObjects(ctx context.Context, pn *pandav1.PandaNetwork) (*observed, error) {
+	obs := &observed{services: map[int32]*corev1.Service{}, public: map[int32][]string{}, pods: map[string]*corev1.Pod{}}
+	var err error
+	// Keys and config first: the StatefulSet must never start a pod whose key or
+	// config file does not exist yet.
+	if obs.peerIDs, err = r.reconcileIdentity(ctx, pn); err != nil {
+		return obs, err
+	}
+	if err := r.reconcileAdminToken(ctx, pn); err != nil {
+		return obs, err
+	}
+	if err := r.reconcileTopics(ctx, pn); err != nil {
+		return obs, err
+	}
+	if err := r.reconcileServices(ctx, pn, obs); err != nil {
+		return obs, err
+	}
+	if err := r.observePods(ctx, pn, obs); err != nil {
+		return obs, err
+	}
+	stable := map[int32][]string{}
+	n := desiredReplicas(pn)
+	for i := int32(0); i < n; i++ {
+		nodeHost := ""
+		if exposureType(pn) == pandav1.ExposureNodePort {
+			nodeHost = r.nodeHost(ctx, obs.pods[nodeName(pn, i)])
+		}
+		obs.public[i] = PublicAddrs(pn, i, obs.services[i], nodeHost)
+		if exposureType(pn) != pandav1.ExposureNodePort || hasExplicitAddrs(pn, i) {
+			if len(obs.public[i]) > 0 {
+				stable[i] = obs.public[i]
+			}
+		}
+	}
+	cfg, err := BuildConfigConfigMap(pn, BuildNodeConfigs(pn, obs.peerIDs, obs.public))
+	if err != nil {
+		return obs, err
+	}
+	if err := r.applyConfigMap(ctx, pn, cfg); err != nil {
+		return obs, fmt.Errorf("reconcile configmap %s: %w", cfg.Name, err)
+	}
+	if obs.sts, err = r.reconcileStatefulSet(ctx, pn, AnnounceHash(pn, stable)); err != nil {
+		return obs, err
+	}
+	if err := r.reconcilePDB(ctx, pn); err != nil {
+		return obs, err
+	}
+	if err := r.reconcilePodMonitor(ctx, pn); err != nil {
+		return obs, err
+	}
+	return obs, nil
+}
+
+func hasExplicitAddrs(pn *pandav1.PandaNetwork, ordinal int32) bool {
+	for _, pa := range pn.Spec.Exposure.PublicAddresses {
+		if pa.Ordinal == ordinal {
+			return true
+		}
+	}
+	return false
+}
+
+// reconcileIdentity makes sure the identity Secret holds a key for every ordinal. The
+// Secret has no ownerReference on purpose: it survives deletion of the PandaNetwork, so a
+// re-created network (or a reinstalled operator) keeps its peer ids, which edge apps embed
+// in their bootstrap lists. Existing keys are never rotated; scale-down keeps keys so
+// scaling back up reuses the same peer ids.
+func (r *PandaNetworkReconciler) reconcileIdentity(ctx context.Context, pn *pandav1.PandaNetwork) (map[int32]string, error) {
+	name := identitySecretName(pn)
+	sec := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: name}, sec)
+	create := apierrors.IsNotFound(err)
+	if err != nil && !create {
+		return nil, fmt.Errorf("reconcile identity secret %s: %w", name, err)
+	}
+	if create {
+		sec = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: pn.Namespace, Labels: commonLabels(pn)},
+			Type:       corev1.SecretTypeOpaque,
+		}
+	}
+	if sec.Data == nil {
+		sec.Data = map[string][]byte{}
+	}
+	changed := false
+	ids := map[int32]string{}
+	for i := int32(0); i < desiredReplicas(pn); i++ {
+		kk, pk := keyFileKey(pn, i), peerIDKey(pn, i)
+		seed, ok := sec.Data[kk]
+		if !ok {
+			s, err := newSeedHex()
+			if err != nil {
+				return nil, err
+			}
+			seed = []byte(s + "\n")
+			sec.Data[kk] = seed
+			changed = true
+		}
+		id, err := peerIDFromSeedHex(string(seed))
+		if err != nil {
+			return nil, fmt.Errorf("reconcile identity secret %s: key %s: %w", name, kk, err)
+		}
+		if string(sec.Data[pk]) != id {
+			sec.Data[pk] = []byte(id)
+			changed = true
+		}
+		ids[i] = id
+	}
+	switch {
+	case create:
+		if err := r.Create(ctx, sec); err != nil {
+			return nil, fmt.Errorf("create identity secret %s: %w", name, err)
+		}
+	case changed:
+		// Update carries resourceVersion: a concurrent writer makes this fail and retry
+		// rather than one of two generated keys silently winning.
+		if err := r.Update(ctx, sec); err != nil {
+			return nil, fmt.Errorf("update identity secret %s: %w", name, err)
+		}
+	}
+	return ids, nil
+}
+
+// reconcileAdminToken creates the owned admin token Secret once; it is never rotated by
+// the operator (delete it to rotate, then restart the pods).
+func (r *PandaNetworkReconciler) reconcileAdminToken(ctx context.Context, pn *pandav1.PandaNetwork) error {
+	name := adminSecretName(pn)
+	sec := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: name}, sec)
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reconcile admin token secret %s: %w", name, err)
+	}
+	tok := make([]byte, 32)
+	if _, err := rand.Read(tok); err != nil {
+		return fmt.Errorf("generate admin token: %w", err)
+	}
+	sec = &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: pn.Namespace, Labels: commonLabels(pn)},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{AdminTokenKey: []byte(hex.EncodeToString(tok))},
+	}
+	if err := controllerutil.SetControllerReference(pn, sec, r.Scheme); err != nil {
+		return fmt.Errorf("reconcile admin token secret %s: %w", name, err)
+	}
+	if err := r.Create(ctx, sec); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create admin token secret %s: %w", name, err)
+	}
+	return nil
+}
+
+// listTopicReplicas returns the TopicReplicas that reference the network.
+func listTopicReplicas(ctx context.Context, c client.Reader, namespace, network string) ([]pandav1.TopicReplica, error) {
+	var list pandav1.TopicReplicaList
+	if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{networkRefIndex: network}); err != nil {
+		return nil, fmt.Errorf("list topicreplicas of %s/%s: %w", namespace, network, err)
+	}
+	return list.Items, nil
+}
+
+func (r *PandaNetworkReconciler) reconcileTopics(ctx context.Context, pn *pandav1.PandaNetwork) error {
+	trs, err := listTopicReplicas(ctx, r.Client, pn.Namespace, pn.Name)
+	if err != nil {
+		return err
+	}
+	current := &corev1.ConfigMap{}
+	var previousRetained []string
+	if err := r.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: topicsConfigMapName(pn)}, current); err == nil {
+		previousRetained = ParseTopicsFile(current.Data[RetainedKey])
+	} else if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reconcile configmap %s: %w", topicsConfigMapName(pn), err)
+	}
+	cm := BuildTopicsConfigMap(pn, MergeTopics(trs, previousRetained))
+	if err := r.applyConfigMap(ctx, pn, cm); err != nil {
+		return fmt.Errorf("reconcile configmap %s: %w", cm.Name, err)
+	}
+	return nil
+}
+
+func (r *PandaNetworkReconciler) applyConfigMap(ctx context.Context, pn *pandav1.PandaNetwork, desired *corev1.ConfigMap) error {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: desired.Name, Namespace: desired.Namespace}}
+	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, cm, func() error {
+		mergeLabels(&cm.ObjectMeta, desired.Labels)
+		cm.Data = desired.Data
+		return controllerutil.SetControllerReference(pn, cm, r.Scheme)
+	})
+	return err
+}
+
+func mergeLabels(om *metav1.ObjectMeta, want map[string]string) {
+	if om.Labels == nil {
+		om.Labels = map[string]string{}
+	}
+	for k, v := range want {
+		om.Labels[k] = v
+	}
+}
+
+func mergeAnnotations(om *metav1.ObjectMeta, want map[string]string) {
+	if len(want) == 0 {
+		return
+	}
+	if om.Annotations == nil {
+		om.Annotations = map[string]string{}
+	}
+	for k, v := range want {
+		om.Annotations[k] = v
+	}
+}
+
+func (r *PandaNetworkReconciler) reconcileServices(ctx context.Context, pn *pandav1.PandaNetwork, obs *observed) error {
+	if err := r.applyService(ctx, pn, BuildHeadlessService(pn)); err != nil {
+		return err
+	}
+	n := desiredReplicas(pn)
+	for i := int32(0); i < n; i++ {
+		svc := BuildNodeService(pn, i)
+		if err := r.applyService(ctx, pn, svc); err != nil {
+			return err
+		}
+		obs.services[i] = svc
+	}
+	// Per-node Services of ordinals above replicas go, releasing their LoadBalancers.
+	var list corev1.ServiceList
+	if err := r.List(ctx, &list, client.InNamespace(pn.Namespace), client.MatchingLabels{networkLabel: pn.Name}); err != nil {
+		return fmt.Errorf("list services of %s: %w", pn.Name, err)
+	}
+	for i := range list.Items {
+		svc := &list.Items[i]
+		o, ok := svc.Labels[ordinalLabel]
+		if !ok || !metav1.IsControlledBy(svc, pn) {
+			continue
+		}
+		if ord, err := strconv.Atoi(o); err == nil && int32(ord) >= n {
+			if err := r.Delete(ctx, svc); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("delete service %s: %w", svc.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// applyService creates or updates a Service, touching only fields the operator owns and
+// keeping allocated values (clusterIP, node ports) so updates are no-ops when nothing changed.
+// On return desired holds the live object (including status, e.g. LoadBalancer ingress).
+func (r *PandaNetworkReconciler) applyService(ctx context.Context, pn *pandav1.PandaNetwork, desired *corev1.Service) error {
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: desired.Name, Namespace: desired.Namespace}}
+	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, svc, func() error {
+		mergeLabels(&svc.ObjectMeta, desired.Labels)
+		mergeAnnotations(&svc.ObjectMeta, desired.Annotations)
+		if svc.CreationTimestamp.IsZero() {
+			svc.Spec.ClusterIP = desired.Spec.ClusterIP
+		}
+		typeChanged := svc.Spec.Type != desired.Spec.Type
+		svc.Spec.Type = desired.Spec.Type
+		svc.Spec.Selector = desired.Spec.Selector
+		svc.Spec.PublishNotReadyAddresses = desired.Spec.PublishNotReadyAddresses
+		ports := make([]corev1.ServicePort, len(desired.Spec.Ports))
+		copy(ports, desired.Spec.Ports)
+		if desired.Spec.Type == corev1.ServiceTypeNodePort || desired.Spec.Type == corev1.ServiceTypeLoadBalancer {
+			for i := range ports {
+				for _, old := range svc.Spec.Ports {
+					if old.Name == ports[i].Name {
+						ports[i].NodePort = old.NodePort
+					}
+				}
+			}
+		}
+		svc.Spec.Ports = ports
+		if desired.Spec.Type == corev1.ServiceTypeClusterIP {
+			svc.Spec.ExternalTrafficPolicy = ""
+			svc.Spec.LoadBalancerClass = nil
+		} else {
+			svc.Spec.ExternalTrafficPolicy = desired.Spec.ExternalTrafficPolicy
+			if typeChanged || svc.CreationTimestamp.IsZero() {
+				// loadBalancerClass is immutable once a LoadBalancer exists.
+				svc.Spec.LoadBalancerClass = desired.Spec.LoadBalancerClass
+			}
+		}
+		return controllerutil.SetControllerReference(pn, svc, r.Scheme)
+	})
+	if err != nil {
+		return fmt.Errorf("reconcile service %s: %w", desired.Name, err)
+	}
+	*desired = *svc
+	return nil
+}
+
+func (r *PandaNetworkReconciler) observePods(ctx context.Context, pn *pandav1.PandaNetwork, obs *observed) error {
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(pn.Namespace), client.MatchingLabels(selectorLabels(pn))); err != nil {
+		return fmt.Errorf("list pods of %s: %w", pn.Name, err)
+	}
+	for i := range pods.Items {
+		obs.pods[pods.Items[i].Name] = &pods.Items[i]
+	}
+	return nil
+}
+
+// nodeHost is the address of the Kubernetes node a pod runs on (ExternalIP preferred).
+func (r *PandaNetworkReconciler) nodeHost(ctx context.Context, pod *corev1.Pod) string {
+	if pod == nil || pod.Spec.NodeName == "" {
+		return ""
+	}
+	node := &corev1.Node{}
+	if err := r.Get(ctx, types.NamespacedName{Name: pod.Spec.NodeName}, node); err != nil {
+		return ""
+	}
+	for _, want := range []corev1.NodeAddressType{corev1.NodeExternalIP, corev1.NodeInternalIP} {
+		for _, a := range node.Status.Addresses {
+			if a.Type == want {
+				return a.Address
+			}
+		}
+	}
+	return ""
+}
+
+func (r *PandaNetworkReconciler) reconcileStatefulSet(ctx context.Context, pn *pandav1.PandaNetwork, announceHash string) (*appsv1.StatefulSet, error) {
+	desired := BuildStatefulSet(pn, r.image(pn), announceHash)
+	hash := hashObject(desired.Spec.Template)
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: desired.Name, Namespace: desired.Namespace}}
+	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, sts, func() error {
+		mergeLabels(&sts.ObjectMeta, desired.Labels)
+		if sts.CreationTimestamp.IsZero() {
+			sts.Spec = desired.Spec
+		} else {
+			// Only fields the API allows to change; the rest is fixed at creation.
+			sts.Spec.Replicas = desired.Spec.Replicas
+			sts.Spec.UpdateStrategy = desired.Spec.UpdateStrategy
+			sts.Spec.PersistentVolumeClaimRetentionPolicy = desired.Spec.PersistentVolumeClaimRetentionPolicy
+			if sts.Annotations[templateHashKey] != hash {
+				tmpl := desired.Spec.Template
+				// Keep `kubectl rollout restart` working instead of reverting it.
+				if v, ok := sts.Spec.Template.Annotations[restartedAtKey]; ok {
+					if tmpl.Annotations == nil {
+						tmpl.Annotations = map[string]string{}
+					}
+					tmpl.Annotations[restartedAtKey] = v
+				}
+				sts.Spec.Template = tmpl
+			}
+		}
+		mergeAnnotations(&sts.ObjectMeta, map[string]string{templateHashKey: hash})
+		return controllerutil.SetControllerReference(pn, sts, r.Scheme)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reconcile statefulset %s: %w", desired.Name, err)
+	}
+	return sts, nil
+}
+
+func (r *PandaNetworkReconciler) reconcilePDB(ctx context.Context, pn *pandav1.PandaNetwork) error {
+	desired := BuildPDB(pn)
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: desired.Name, Namespace: desired.Namespace}}
+	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, pdb, func() error {
+		mergeLabels(&pdb.ObjectMeta, desired.Labels)
+		pdb.Spec.MaxUnavailable = desired.Spec.MaxUnavailable
+		pdb.Spec.Selector = desired.Spec.Selector
+		return controllerutil.SetControllerReference(pn, pdb, r.Scheme)
+	})
+	if err != nil {
+		return fmt.Errorf("reconcile poddisruptionbudget %s: %w", desired.Name, err)
+	}
+	return nil
+}
+
+// monitoringAvailable reports whether the PodMonitor CRD is served. The answer is cached
+// for a minute: a miss makes the RESTMapper rediscover the group on every call.
+func (r *PandaNetworkReconciler) monitoringAvailable() (bool, error) {
+	r.monitorMu.Lock()
+	defer r.monitorMu.Unlock()
+	recheck := r.MonitoringRecheck
+	if recheck <= 0 {
+		recheck = time.Minute
+	}
+	if time.Since(r.monitorChecked) < recheck {
+		return r.monitorPresent, nil
+	}
+	_, err := r.RESTMapper().RESTMapping(podMonitorGVK.GroupKind(), podMonitorGVK.Version)
+	switch {
+	case err == nil:
+		r.monitorPresent = true
+	case meta.IsNoMatchError(err):
+		r.monitorPresent = false
+	default:
+		return false, fmt.Errorf("discover %s: %w", podMonitorGVK, err)
+	}
+	r.monitorChecked = time.Now()
+	return r.monitorPresent, nil
+}
+
+// reconcilePodMonitor creates a PodMonitor only when prometheus-operator's CRD exists,
+// as unstructured so the operator has no dependency on prometheus-operator's Go module.
+func (r *PandaNetworkReconciler) reconcilePodMonitor(ctx context.Context, pn *pandav1.PandaNetwork) error {
+	ok, err := r.monitoringAvailable()
+	if err != nil || !ok {
+		return err
+	}
+	pm := &unstructured.Unstructured{}
+	pm.SetGroupVersionKind(podMonitorGVK)
+	pm.SetNamespace(pn.Namespace)
+	pm.SetName(pn.Name)
+	_, err = controllerutil.CreateOrUpdate(ctx, r.Client, pm, func() error {
+		pm.SetLabels(commonLabels(pn))
+		sel := map[string]any{}
+		for k, v := range selectorLabels(pn) {
+			sel[k] = v
+		}
+		if err := unstructured.SetNestedField(pm.Object, map[string]any{
+			"selector":            map[string]any{"matchLabels": sel},
+			"podMetricsEndpoints": []any{map[string]any{"port": "metrics", "path": "/metrics"}},
+		}, "spec"); err != nil {
+			return err
+		}
+		return controllerutil.SetControllerReference(pn, pm, r.Scheme)
+	})
+	if err != nil {
+		return fmt.Errorf("reconcile podmonitor %s: %w", pn.Name, err)
+	}
+	return nil
+}
+
+func podReady(p *corev1.Pod) bool {
+	if p == nil || !p.DeletionTimestamp.IsZero() {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// BuildNetworkStatus computes the status fields other than conditions.
+func BuildNetworkStatus(pn *pandav1.PandaNetwork, obs *observed) pandav1.PandaNetworkStatus {
+	st := pandav1.PandaNetworkStatus{
+		ObservedGeneration: pn.Generation,
+		Selector:           labels.SelectorFromSet(selectorLabels(pn)).String(),
+		Conditions:         pn.Status.Conditions,
+	}
+	if obs == nil {
+		return st
+	}
+	if obs.sts != nil {
+		st.Replicas = obs.sts.Status.Replicas
+		st.ReadyReplicas = obs.sts.Status.ReadyReplicas
+		st.CurrentRevision = obs.sts.Status.CurrentRevision
+		st.UpdateRevision = obs.sts.Status.UpdateRevision
+	}
+	for i := int32(0); i < desiredReplicas(pn); i++ {
+		id := obs.peerIDs[i]
+		if id == "" {
+			continue
+		}
+		name := nodeName(pn, i)
+		public := withPeer(obs.public[i], id)
+		ns := pandav1.NodeStatus{
+			Name: name, Ordinal: i, PeerID: id, Ready: podReady(obs.pods[name]),
+			Addresses: append(append([]string{}, public...), InClusterAddrs(pn, i, id)...),
+		}
+		st.Nodes = append(st.Nodes, ns)
+		if exposureType(pn) == pandav1.ExposureNone && len(public) == 0 {
+			st.BootstrapPeers = append(st.BootstrapPeers, InClusterAddrs(pn, i, id)...)
+		} else {
+			st.BootstrapPeers = append(st.BootstrapPeers, public...)
+		}
+	}
+	return st
+}
+
+func (r *PandaNetworkReconciler) updateStatus(ctx context.Context, pn *pandav1.PandaNetwork, obs *observed, recErr error) error {
+	var sts *appsv1.StatefulSet
+	if obs != nil {
+		sts = obs.sts
+	}
+	st := BuildNetworkStatus(pn, obs)
+	st.Conditions = append([]metav1.Condition(nil), pn.Status.Conditions...)
+	setConditions(&st.Conditions, NetworkConditions(pn.Generation, desiredReplicas(pn), sts, recErr)...)
+	if recErr != nil && obs != nil && obs.sts == nil {
+		// Keep what we knew rather than blanking the status on a transient error.
+		st.Replicas, st.ReadyReplicas = pn.Status.Replicas, pn.Status.ReadyReplicas
+		st.CurrentRevision, st.UpdateRevision = pn.Status.CurrentRevision, pn.Status.UpdateRevision
+	}
+	if equality.Semantic.DeepEqual(st, pn.Status) {
+		return nil
+	}
+	base := pn.DeepCopy()
+	pn.Status = st
+	if err := r.Status().Patch(ctx, pn, client.MergeFrom(base)); err != nil {
+		return fmt.Errorf("update status of pandanetwork %s: %w", pn.Name, err)
+	}
+	return nil
+}
+
+// SetupWithManager registers the controller. Topic changes arrive through the
+// TopicReplica watch and only rewrite the topics ConfigMap.
+func (r *PandaNetworkReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&pandav1.PandaNetwork{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&appsv1.StatefulSet{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Watches(&pandav1.TopicReplica{}, handler.EnqueueRequestsFromMapFunc(
+			func(_ context.Context, o client.Object) []reconcile.Request {
+				tr, ok := o.(*pandav1.TopicReplica)
+				if !ok {
+					return nil
+				}
+				return []reconcile.Request{{NamespacedName: types.NamespacedName{
+					Namespace: tr.Namespace, Name: tr.Spec.NetworkRef.Name}}}
+			}),
+			// Status writes of TopicReplicas (every poll) must not rebuild the network;
+			// spec changes and deletion (which bumps generation) do.
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Named("pandanetwork").
+		Complete(r)
+}

@@ -1,0 +1,503 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	pandav1 "github.com/pandanet/pandanet/api/v1alpha1"
+)
+
+// NodeConfig is the per-ordinal YAML file given to the node with --config. Per-ordinal
+// settings (the other nodes to dial, this node's public addresses) cannot live in the
+// StatefulSet's shared pod template, and the contract's YAML keys are exactly the flags.
+type NodeConfig struct {
+	Bootstrap []string `json:"bootstrap,omitempty"`
+	Announce  []string `json:"announce,omitempty"`
+}
+
+// nodeArgs are the panda-node arguments shared by all ordinals (docs/node-contract.md).
+// $(POD_NAME) is expanded by the kubelet from the downward-API env var.
+func nodeArgs(pn *pandav1.PandaNetwork) []string {
+	return []string{
+		"run",
+		"--config=" + ConfigDir + "/$(POD_NAME).yaml",
+		"--data-dir=" + DataDir,
+		"--key-file=" + IdentityDir + "/$(POD_NAME).key",
+		"--network-id=" + pn.Spec.NetworkID,
+		"--topics-file=" + TopicsDir + "/" + TopicsKey,
+		fmt.Sprintf("--admin-listen=0.0.0.0:%d", AdminPort),
+		"--admin-token-file=" + AdminDir + "/" + AdminTokenKey,
+		fmt.Sprintf("--metrics-listen=0.0.0.0:%d", MetricsPort),
+		"--mdns=false",
+		"--public",
+		"--relay-service=" + strconv.FormatBool(relayEnabled(pn)),
+		"--log-format=" + logFormat(pn),
+	}
+}
+
+// BuildPodTemplate returns the node pod template. Topics and per-ordinal config are
+// mounted as whole ConfigMap directories (no subPath), so kubelet refreshes them in place
+// and changing them never touches this template: pods never restart for topic changes.
+// announceHash is the only status-derived input: it changes when public addresses become
+// known (e.g. a LoadBalancer IP arrives) so nodes restart once to announce them.
+func BuildPodTemplate(pn *pandav1.PandaNetwork, image, announceHash string) corev1.PodTemplateSpec {
+	annotations := map[string]string{}
+	for k, v := range pn.Spec.PodAnnotations {
+		annotations[k] = v
+	}
+	if announceHash != "" {
+		annotations[announceHashKey] = announceHash
+	}
+	if len(annotations) == 0 {
+		annotations = nil
+	}
+	labels := commonLabels(pn)
+	probe := func(path string, failure int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: path, Port: intstr.FromString("metrics"), Scheme: corev1.URISchemeHTTP,
+			}},
+			PeriodSeconds: 10, TimeoutSeconds: 3, FailureThreshold: failure,
+		}
+	}
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},
+		Spec: corev1.PodSpec{
+			// Nodes never talk to the Kubernetes API.
+			AutomountServiceAccountToken:  ptr.To(false),
+			TerminationGracePeriodSeconds: ptr.To(int64(30)),
+			NodeSelector:                  pn.Spec.NodeSelector,
+			Tolerations:                   pn.Spec.Tolerations,
+			Affinity:                      pn.Spec.Affinity,
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot:   ptr.To(true),
+				RunAsUser:      ptr.To(nodeUID),
+				RunAsGroup:     ptr.To(nodeUID),
+				FSGroup:        ptr.To(nodeUID),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			Containers: []corev1.Container{{
+				Name:            nodeContainer,
+				Image:           image,
+				ImagePullPolicy: pn.Spec.ImagePullPolicy,
+				// No command: the image's ENTRYPOINT is panda-node, wherever the
+				// Dockerfile installs it.
+				Args: nodeArgs(pn),
+				Env: []corev1.EnvVar{
+					{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+					{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+				},
+				Ports: []corev1.ContainerPort{
+					{Name: "p2p-tcp", ContainerPort: P2PPort, Protocol: corev1.ProtocolTCP},
+					{Name: "p2p-udp", ContainerPort: P2PPort, Protocol: corev1.ProtocolUDP},
+					{Name: "metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP},
+					{Name: "admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
+				},
+				Resources:      pn.Spec.Resources,
+				ReadinessProbe: probe("/readyz", 3),
+				LivenessProbe:  probe("/healthz", 6),
+				SecurityContext: &corev1.SecurityContext{
+					AllowPrivilegeEscalation: ptr.To(false),
+					ReadOnlyRootFilesystem:   ptr.To(true),
+					RunAsNonRoot:             ptr.To(true),
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				},
+				VolumeMounts: []corev1.VolumeMount{
+					{Name: dataVolume, MountPath: DataDir},
+					{Name: "identity", MountPath: IdentityDir, ReadOnly: true},
+					{Name: "admin-token", MountPath: AdminDir, ReadOnly: true},
+					{Name: "topics", MountPath: TopicsDir, ReadOnly: true},
+					{Name: "config", MountPath: ConfigDir, ReadOnly: true},
+					{Name: "tmp", MountPath: "/tmp"},
+				},
+			}},
+			Volumes: []corev1.Volume{
+				// 0440 + fsGroup: the non-root node user reads the keys, nobody else.
+				{Name: "identity", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+					SecretName: identitySecretName(pn), DefaultMode: ptr.To(int32(0o440))}}},
+				{Name: "admin-token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+					SecretName: adminSecretName(pn), DefaultMode: ptr.To(int32(0o440)),
+					Items: []corev1.KeyToPath{{Key: AdminTokenKey, Path: AdminTokenKey}}}}},
+				{Name: "topics", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+					LocalObjectReference: corev1.LocalObjectReference{Name: topicsConfigMapName(pn)},
+					Items:                []corev1.KeyToPath{{Key: TopicsKey, Path: TopicsKey}}}}},
+				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+					LocalObjectReference: corev1.LocalObjectReference{Name: configConfigMapName(pn)}}}},
+				{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			},
+		},
+	}
+}
+
+// BuildVolumeClaimTemplate is the per-node data volume (immutable once the StatefulSet exists).
+func BuildVolumeClaimTemplate(pn *pandav1.PandaNetwork) corev1.PersistentVolumeClaim {
+	size := resource.MustParse("1Gi")
+	if pn.Spec.Storage.Size != nil {
+		size = *pn.Spec.Storage.Size
+	}
+	return corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: dataVolume, Labels: selectorLabels(pn)},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			StorageClassName: pn.Spec.Storage.StorageClassName,
+			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}},
+		},
+	}
+}
+
+// BuildStatefulSet returns the desired StatefulSet. The reconciler copies only mutable
+// fields onto an existing object (see mutateStatefulSet).
+func BuildStatefulSet(pn *pandav1.PandaNetwork, image, announceHash string) *appsv1.StatefulSet {
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: statefulSetName(pn), Namespace: pn.Namespace, Labels: commonLabels(pn)},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:    ptr.To(desiredReplicas(pn)),
+			Selector:    &metav1.LabelSelector{MatchLabels: selectorLabels(pn)},
+			ServiceName: headlessServiceName(pn),
+			// Nodes have no primary/replica roles: start and stop them all at once.
+			PodManagementPolicy: appsv1.ParallelPodManagement,
+			// One pod at a time (maxUnavailable for StatefulSets is still feature-gated).
+			UpdateStrategy: appsv1.StatefulSetUpdateStrategy{
+				Type:          appsv1.RollingUpdateStatefulSetStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptr.To(int32(0))},
+			},
+			// Synced data survives scale-down and deletion unless the user removes the PVCs.
+			PersistentVolumeClaimRetentionPolicy: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+				WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
+				WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
+			},
+			Template:             BuildPodTemplate(pn, image, announceHash),
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{BuildVolumeClaimTemplate(pn)},
+		},
+	}
+}
+
+func servicePorts(port int32) []corev1.ServicePort {
+	return []corev1.ServicePort{
+		{Name: "p2p-tcp", Port: port, TargetPort: intstr.FromInt32(P2PPort), Protocol: corev1.ProtocolTCP},
+		{Name: "p2p-udp", Port: port, TargetPort: intstr.FromInt32(P2PPort), Protocol: corev1.ProtocolUDP},
+	}
+}
+
+// BuildHeadlessService gives every pod a stable DNS name (<pod>.<name>-headless.<ns>.svc),
+// including not-ready pods so peers and the operator can reach a node while it starts.
+func BuildHeadlessService(pn *pandav1.PandaNetwork) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: headlessServiceName(pn), Namespace: pn.Namespace, Labels: commonLabels(pn)},
+		Spec: corev1.ServiceSpec{
+			ClusterIP:                corev1.ClusterIPNone,
+			PublishNotReadyAddresses: true,
+			Selector:                 selectorLabels(pn),
+			Ports: append(servicePorts(P2PPort),
+				corev1.ServicePort{Name: "metrics", Port: MetricsPort, TargetPort: intstr.FromInt32(MetricsPort), Protocol: corev1.ProtocolTCP},
+				corev1.ServicePort{Name: "admin", Port: AdminPort, TargetPort: intstr.FromInt32(AdminPort), Protocol: corev1.ProtocolTCP},
+			),
+		},
+	}
+}
+
+// BuildNodeService is the per-ordinal Service carrying TCP and UDP on the same port. Only
+// the libp2p port is exposed: the admin API stays on the headless Service, never public.
+func BuildNodeService(pn *pandav1.PandaNetwork, ordinal int32) *corev1.Service {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: nodeName(pn, ordinal), Namespace: pn.Namespace,
+			Labels: nodeServiceLabels(pn, ordinal), Annotations: pn.Spec.Exposure.Annotations,
+		},
+		Spec: corev1.ServiceSpec{
+			Type:                     corev1.ServiceTypeClusterIP,
+			Selector:                 map[string]string{appsv1.StatefulSetPodNameLabel: nodeName(pn, ordinal)},
+			Ports:                    servicePorts(exposurePort(pn)),
+			PublishNotReadyAddresses: true,
+		},
+	}
+	switch exposureType(pn) {
+	case pandav1.ExposureNodePort:
+		svc.Spec.Type = corev1.ServiceTypeNodePort
+	case pandav1.ExposureLoadBalancer:
+		svc.Spec.Type = corev1.ServiceTypeLoadBalancer
+		svc.Spec.LoadBalancerClass = pn.Spec.Exposure.LoadBalancerClass
+	}
+	if svc.Spec.Type != corev1.ServiceTypeClusterIP {
+		svc.Spec.ExternalTrafficPolicy = pn.Spec.Exposure.ExternalTrafficPolicy
+		if svc.Spec.ExternalTrafficPolicy == "" {
+			svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+		}
+	}
+	return svc
+}
+
+// BuildPDB allows one voluntary disruption at a time. maxUnavailable (not minAvailable)
+// so a single-replica network can still be drained.
+func BuildPDB(pn *pandav1.PandaNetwork) *policyv1.PodDisruptionBudget {
+	return &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Name: pdbName(pn), Namespace: pn.Namespace, Labels: commonLabels(pn)},
+		Spec: policyv1.PodDisruptionBudgetSpec{
+			MaxUnavailable: ptr.To(intstr.FromInt32(1)),
+			Selector:       &metav1.LabelSelector{MatchLabels: selectorLabels(pn)},
+		},
+	}
+}
+
+// TopicSet is the result of merging the TopicReplicas of one network.
+type TopicSet struct {
+	// Topics is the sorted union written to the topics file.
+	Topics []string
+	// Retained are topics kept subscribed because a Retain-policy TopicReplica asked for
+	// them at some point; remembered in the ConfigMap so they survive its deletion.
+	Retained []string
+}
+
+// MergeTopics computes the topics file of a network. Live (not terminating) replicas
+// contribute their topics. Retain-policy topics are remembered (previousRetained) and stay
+// subscribed after their TopicReplica goes; a topic leaves the retained set only when a
+// Delete-policy TopicReplica claims it, so switching a replica to Delete and deleting it
+// is how a retained topic is unsubscribed.
+func MergeTopics(replicas []pandav1.TopicReplica, previousRetained []string) TopicSet {
+	want := map[string]struct{}{}
+	retained := map[string]struct{}{}
+	for _, t := range previousRetained {
+		retained[t] = struct{}{}
+	}
+	for i := range replicas {
+		tr := &replicas[i]
+		if tr.Spec.ReclaimPolicy == pandav1.ReclaimDelete {
+			for _, t := range tr.Spec.Topics {
+				delete(retained, t)
+			}
+		}
+	}
+	for i := range replicas {
+		tr := &replicas[i]
+		live := tr.DeletionTimestamp.IsZero()
+		for _, t := range tr.Spec.Topics {
+			if live {
+				want[t] = struct{}{}
+			}
+			if tr.Spec.ReclaimPolicy != pandav1.ReclaimDelete {
+				retained[t] = struct{}{}
+			}
+		}
+	}
+	for t := range retained {
+		want[t] = struct{}{}
+	}
+	return TopicSet{Topics: sortedKeys(want), Retained: sortedKeys(retained)}
+}
+
+func sortedKeys(m map[string]struct{}) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// RenderTopicsFile renders the topics file format of the contract.
+func RenderTopicsFile(topics []string) string {
+	var b strings.Builder
+	b.WriteString("# Managed by panda-operator from TopicReplica objects; edits are overwritten.\n")
+	for _, t := range topics {
+		b.WriteString(t)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// ParseTopicsFile reads topics back (blank lines and comments ignored).
+func ParseTopicsFile(s string) []string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// BuildTopicsConfigMap holds the topics file and the retained set.
+func BuildTopicsConfigMap(pn *pandav1.PandaNetwork, set TopicSet) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: topicsConfigMapName(pn), Namespace: pn.Namespace, Labels: commonLabels(pn)},
+		Data: map[string]string{
+			TopicsKey:   RenderTopicsFile(set.Topics),
+			RetainedKey: RenderTopicsFile(set.Retained),
+		},
+	}
+}
+
+// BuildConfigConfigMap renders one NodeConfig YAML per ordinal.
+func BuildConfigConfigMap(pn *pandav1.PandaNetwork, cfgs map[int32]NodeConfig) (*corev1.ConfigMap, error) {
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: configConfigMapName(pn), Namespace: pn.Namespace, Labels: commonLabels(pn)},
+		Data:       map[string]string{},
+	}
+	for ordinal, cfg := range cfgs {
+		b, err := yaml.Marshal(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("render config of %s: %w", nodeName(pn, ordinal), err)
+		}
+		cm.Data[configFileKey(pn, ordinal)] = string(b)
+	}
+	return cm, nil
+}
+
+// InClusterAddrs are the multiaddrs of a node through its per-node Service DNS name.
+func InClusterAddrs(pn *pandav1.PandaNetwork, ordinal int32, peerID string) []string {
+	host := fmt.Sprintf("%s.%s.svc", nodeName(pn, ordinal), pn.Namespace)
+	port := exposurePort(pn)
+	return withPeer([]string{
+		fmt.Sprintf("/dns4/%s/tcp/%d", host, port),
+		fmt.Sprintf("/dns4/%s/udp/%d/quic-v1", host, port),
+	}, peerID)
+}
+
+// withPeer appends /p2p/<id> to every address (addresses without a peer id are useless
+// to dialers: the handshake checks the remote's key).
+func withPeer(addrs []string, peerID string) []string {
+	if peerID == "" {
+		return nil
+	}
+	out := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, strings.TrimSuffix(a, "/")+"/p2p/"+peerID)
+	}
+	return out
+}
+
+// hostMultiaddrPrefix turns an IP or DNS name into the first multiaddr component.
+func hostMultiaddrPrefix(host string) string {
+	switch {
+	case strings.Contains(host, ":"):
+		return "/ip6/" + host
+	case isIPv4(host):
+		return "/ip4/" + host
+	default:
+		return "/dns/" + host
+	}
+}
+
+func isIPv4(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 4 {
+		return false
+	}
+	for _, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 255 {
+			return false
+		}
+	}
+	return true
+}
+
+// PublicAddrs computes the externally reachable multiaddrs (without /p2p) of one node:
+// explicit spec.exposure.publicAddresses win; otherwise LoadBalancer ingress on the
+// Service port, or the pod's node address on the allocated node ports. nodeHost is the
+// ExternalIP (or InternalIP) of the node the pod runs on, "" if unknown.
+func PublicAddrs(pn *pandav1.PandaNetwork, ordinal int32, svc *corev1.Service, nodeHost string) []string {
+	for _, pa := range pn.Spec.Exposure.PublicAddresses {
+		if pa.Ordinal == ordinal {
+			return append([]string(nil), pa.Addresses...)
+		}
+	}
+	if svc == nil {
+		return nil
+	}
+	var tcpPort, udpPort int32
+	switch exposureType(pn) {
+	case pandav1.ExposureLoadBalancer:
+		var out []string
+		for _, ing := range svc.Status.LoadBalancer.Ingress {
+			host := ing.IP
+			if host == "" {
+				host = ing.Hostname
+			}
+			if host == "" {
+				continue
+			}
+			p := hostMultiaddrPrefix(host)
+			out = append(out, fmt.Sprintf("%s/tcp/%d", p, exposurePort(pn)), fmt.Sprintf("%s/udp/%d/quic-v1", p, exposurePort(pn)))
+		}
+		return out
+	case pandav1.ExposureNodePort:
+		if nodeHost == "" {
+			return nil
+		}
+		for _, p := range svc.Spec.Ports {
+			switch p.Protocol {
+			case corev1.ProtocolTCP:
+				tcpPort = p.NodePort
+			case corev1.ProtocolUDP:
+				udpPort = p.NodePort
+			}
+		}
+		var out []string
+		prefix := hostMultiaddrPrefix(nodeHost)
+		if tcpPort != 0 {
+			out = append(out, fmt.Sprintf("%s/tcp/%d", prefix, tcpPort))
+		}
+		if udpPort != 0 {
+			out = append(out, fmt.Sprintf("%s/udp/%d/quic-v1", prefix, udpPort))
+		}
+		return out
+	}
+	return nil
+}
+
+// BuildNodeConfigs gives each ordinal the other ordinals' in-cluster addresses plus the
+// user's external bootstrap peers, and its own public addresses to announce.
+func BuildNodeConfigs(pn *pandav1.PandaNetwork, peerIDs map[int32]string, announce map[int32][]string) map[int32]NodeConfig {
+	n := desiredReplicas(pn)
+	out := make(map[int32]NodeConfig, n)
+	for i := int32(0); i < n; i++ {
+		var cfg NodeConfig
+		for j := int32(0); j < n; j++ {
+			if j != i {
+				// TCP only: one address per peer is enough to find it, identify
+				// exchanges the rest.
+				cfg.Bootstrap = append(cfg.Bootstrap, InClusterAddrs(pn, j, peerIDs[j])[:1]...)
+			}
+		}
+		cfg.Bootstrap = append(cfg.Bootstrap, pn.Spec.BootstrapPeers...)
+		cfg.Announce = announce[i]
+		out[i] = cfg
+	}
+	return out
+}
+
+// AnnounceHash fingerprints the stable public addresses (explicit and LoadBalancer ones)
+// for the pod template, so nodes restart once when they become known. NodePort-derived
+// addresses are left out: they follow pod placement, and hashing them would restart pods
+// whenever one moves, which could move it again.
+func AnnounceHash(pn *pandav1.PandaNetwork, stable map[int32][]string) string {
+	if len(stable) == 0 {
+		return ""
+	}
+	ordinals := make([]int, 0, len(stable))
+	for o := range stable {
+		ordinals = append(ordinals, int(o))
+	}
+	sort.Ints(ordinals)
+	h := sha256.New()
+	for _, o := range ordinals {
+		fmt.Fprintf(h, "%d=%s\n", o, strings.Join(stable[int32(o)], ","))
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}

@@ -1,0 +1,263 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	pandav1 "github.com/pandanet/pandanet/api/v1alpha1"
+)
+
+// TopicCleanupFinalizer holds back deletion of a reclaimPolicy=Delete TopicReplica until
+// its topics are gone from the network's topics file, so `kubectl delete --wait` returning
+// means "unsubscription written". Retain replicas get no finalizer.
+const TopicCleanupFinalizer = "pandanet.io/topic-cleanup"
+
+// TopicReplicaReconciler validates TopicReplicas and reports which nodes hold their topics.
+// The topics themselves reach the nodes through the PandaNetwork controller, which watches
+// TopicReplicas and rewrites the network's topics ConfigMap.
+type TopicReplicaReconciler struct {
+	client.Client
+	// APIReader reads the admin token Secret uncached.
+	APIReader client.Reader
+	// Nodes reads node admin APIs.
+	Nodes NodeStatusClient
+	// PollInterval between node status polls (default 30s).
+	PollInterval time.Duration
+	// MaxConcurrentReconciles of this controller (default 4).
+	MaxConcurrentReconciles int
+}
+
+// +kubebuilder:rbac:groups=pandanet.io,resources=topicreplicas,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=pandanet.io,resources=topicreplicas/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=pandanet.io,resources=topicreplicas/finalizers,verbs=update
+
+func (r *TopicReplicaReconciler) pollInterval() time.Duration {
+	if r.PollInterval <= 0 {
+		return 30 * time.Second
+	}
+	return r.PollInterval
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r *TopicReplicaReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	tr := &pandav1.TopicReplica{}
+	if err := r.Get(ctx, req.NamespacedName, tr); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	pn := &pandav1.PandaNetwork{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: tr.Namespace, Name: tr.Spec.NetworkRef.Name}, pn)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, fmt.Errorf("get pandanetwork %s: %w", tr.Spec.NetworkRef.Name, err)
+	}
+	networkFound := err == nil && pn.DeletionTimestamp.IsZero()
+
+	if !tr.DeletionTimestamp.IsZero() {
+		return r.finalize(ctx, tr, pn, networkFound)
+	}
+	wantFinalizer := tr.Spec.ReclaimPolicy == pandav1.ReclaimDelete
+	if wantFinalizer != controllerutil.ContainsFinalizer(tr, TopicCleanupFinalizer) {
+		if wantFinalizer {
+			controllerutil.AddFinalizer(tr, TopicCleanupFinalizer)
+		} else {
+			controllerutil.RemoveFinalizer(tr, TopicCleanupFinalizer)
+		}
+		if err := r.Update(ctx, tr); err != nil {
+			return ctrl.Result{}, fmt.Errorf("update finalizers of topicreplica %s: %w", tr.Name, err)
+		}
+	}
+
+	st := pandav1.TopicReplicaStatus{ObservedGeneration: tr.Generation}
+	st.Conditions = append([]metav1.Condition(nil), tr.Status.Conditions...)
+	if !networkFound {
+		setConditions(&st.Conditions, metav1.Condition{
+			Type: pandav1.ConditionReady, Status: metav1.ConditionFalse, Reason: pandav1.ReasonNetworkNotFound,
+			Message: fmt.Sprintf("PandaNetwork %q not found in namespace %s", tr.Spec.NetworkRef.Name, tr.Namespace), ObservedGeneration: tr.Generation,
+		})
+	} else {
+		reports, errs := r.pollNodes(ctx, pn)
+		st.Topics = BuildTopicStatuses(tr.Spec.Topics, reports)
+		setConditions(&st.Conditions, TopicReadyCondition(tr.Generation, tr.Spec.Topics, desiredReplicas(pn), st.Topics, errs))
+	}
+	if !equality.Semantic.DeepEqual(st, tr.Status) {
+		base := tr.DeepCopy()
+		tr.Status = st
+		if err := r.Status().Patch(ctx, tr, client.MergeFrom(base)); err != nil {
+			return ctrl.Result{}, fmt.Errorf("update status of topicreplica %s: %w", tr.Name, err)
+		}
+	}
+	return ctrl.Result{RequeueAfter: r.pollInterval()}, nil
+}
+
+// finalize releases a terminating Delete-policy replica once the network's topics file no
+// longer lists its topics (or the network is gone, so there is nothing to unsubscribe).
+func (r *TopicReplicaReconciler) finalize(ctx context.Context, tr *pandav1.TopicReplica, pn *pandav1.PandaNetwork, networkFound bool) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(tr, TopicCleanupFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	if networkFound {
+		done, err := r.topicsFileCaughtUp(ctx, pn)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if !done {
+			// The PandaNetwork controller rewrites the file on this deletion event.
+			return ctrl.Result{RequeueAfter: time.Second}, nil
+		}
+	}
+	controllerutil.RemoveFinalizer(tr, TopicCleanupFinalizer)
+	if err := r.Update(ctx, tr); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(fmt.Errorf("remove finalizer of topicreplica %s: %w", tr.Name, err))
+	}
+	return ctrl.Result{}, nil
+}
+
+// topicsFileCaughtUp reports whether the topics ConfigMap equals what MergeTopics yields
+// for the current replicas (the terminating one no longer contributes).
+func (r *TopicReplicaReconciler) topicsFileCaughtUp(ctx context.Context, pn *pandav1.PandaNetwork) (bool, error) {
+	cm := &corev1.ConfigMap{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: topicsConfigMapName(pn)}, cm); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("get configmap %s: %w", topicsConfigMapName(pn), err)
+	}
+	trs, err := listTopicReplicas(ctx, r.Client, pn.Namespace, pn.Name)
+	if err != nil {
+		return false, err
+	}
+	want := MergeTopics(trs, ParseTopicsFile(cm.Data[RetainedKey]))
+	return slices.Equal(want.Topics, ParseTopicsFile(cm.Data[TopicsKey])), nil
+}
+
+type nodeReport struct {
+	pod    string
+	topics []NodeTopicStatus
+}
+
+// pollNodes asks every ordinal's admin API for its topics, a few at a time with a
+// deadline, so one dead node cannot stall the worker.
+func (r *TopicReplicaReconciler) pollNodes(ctx context.Context, pn *pandav1.PandaNetwork) ([]nodeReport, []error) {
+	token := ""
+	sec := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: adminSecretName(pn)}, sec); err == nil {
+		token = strings.TrimSpace(string(sec.Data[AdminTokenKey]))
+	} else if !apierrors.IsNotFound(err) {
+		return nil, []error{fmt.Errorf("get admin token: %w", err)}
+	}
+	n := desiredReplicas(pn)
+	reports := make([]nodeReport, n)
+	errs := make([]error, n)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i := int32(0); i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int32) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ep := NodeEndpoint{Namespace: pn.Namespace, Network: pn.Name, Pod: nodeName(pn, i), Ordinal: i, Token: token}
+			topics, err := r.Nodes.Topics(ctx, ep)
+			reports[i] = nodeReport{pod: ep.Pod, topics: topics}
+			errs[i] = err
+		}(i)
+	}
+	wg.Wait()
+	var out []error
+	for _, e := range errs {
+		if e != nil {
+			out = append(out, e)
+		}
+	}
+	if len(out) > 0 {
+		logf.FromContext(ctx).V(1).Info("node status poll failed", "errors", len(out), "first", out[0].Error())
+	}
+	return reports, out
+}
+
+// BuildTopicStatuses maps node reports (hex ids) onto the spec's topics (as written).
+func BuildTopicStatuses(topics []string, reports []nodeReport) []pandav1.TopicStatus {
+	out := make([]pandav1.TopicStatus, 0, len(topics))
+	for _, t := range topics {
+		id := canonicalID(t)
+		ts := pandav1.TopicStatus{Topic: t, ID: id}
+		for _, rep := range reports {
+			for _, nt := range rep.topics {
+				if strings.EqualFold(nt.Topic, id) {
+					ts.Nodes = append(ts.Nodes, pandav1.TopicNodeStatus{Node: rep.pod, Operations: nt.Operations})
+					break
+				}
+			}
+		}
+		out = append(out, ts)
+	}
+	return out
+}
+
+// TopicReadyCondition is True when every node reports every topic.
+func TopicReadyCondition(generation int64, topics []string, replicas int32, statuses []pandav1.TopicStatus, errs []error) metav1.Condition {
+	complete := 0
+	for _, ts := range statuses {
+		if int32(len(ts.Nodes)) >= replicas {
+			complete++
+		}
+	}
+	c := metav1.Condition{Type: pandav1.ConditionReady, ObservedGeneration: generation}
+	if complete == len(topics) && len(errs) == 0 {
+		c.Status, c.Reason = metav1.ConditionTrue, pandav1.ReasonAllNodesSynced
+		c.Message = fmt.Sprintf("%d topics held by all %d nodes", len(topics), replicas)
+		return c
+	}
+	c.Status, c.Reason = metav1.ConditionFalse, pandav1.ReasonProgressing
+	c.Message = fmt.Sprintf("%d/%d topics held by all %d nodes", complete, len(topics), replicas)
+	if len(errs) > 0 {
+		c.Message += fmt.Sprintf("; %d nodes unreachable (first: %v)", len(errs), errs[0])
+	}
+	return c
+}
+
+// SetupWithManager registers the controller; a PandaNetwork appearing or changing
+// re-evaluates the TopicReplicas that reference it (NetworkNotFound clears at once).
+func (r *TopicReplicaReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	workers := r.MaxConcurrentReconciles
+	if workers <= 0 {
+		workers = 4
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&pandav1.TopicReplica{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&pandav1.PandaNetwork{}, handler.EnqueueRequestsFromMapFunc(
+			func(ctx context.Context, o client.Object) []reconcile.Request {
+				trs, err := listTopicReplicas(ctx, mgr.GetClient(), o.GetNamespace(), o.GetName())
+				if err != nil {
+					return nil
+				}
+				reqs := make([]reconcile.Request, 0, len(trs))
+				for _, tr := range trs {
+					reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&tr)})
+				}
+				return reqs
+			}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		Named("topicreplica").
+		Complete(r)
+}

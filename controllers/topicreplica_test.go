@@ -1,0 +1,174 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	pandav1 "github.com/pandanet/pandanet/api/v1alpha1"
+)
+
+func getTR(t *testing.T, ns, name string) *pandav1.TopicReplica {
+	t.Helper()
+	tr := &pandav1.TopicReplica{}
+	if err := k8sClient.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, tr); err != nil {
+		t.Fatalf("get topicreplica: %v", err)
+	}
+	return tr
+}
+
+// TestTopicReplicaStatus: NetworkNotFound until the network exists, then per-topic node
+// lists with operation counts from the (fake) node admin API, Ready when all nodes hold
+// all topics.
+func TestTopicReplicaStatus(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	tr := validTopicReplica(ns, "feed", "beta", "chat", "news")
+	if err := k8sClient.Create(ctx, tr); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "NetworkNotFound", func() error {
+		cur := getTR(t, ns, "feed")
+		c := condition(cur.Status.Conditions, pandav1.ConditionReady)
+		if c == nil || c.Reason != pandav1.ReasonNetworkNotFound || c.ObservedGeneration != cur.Generation {
+			return fmt.Errorf("ready = %+v", c)
+		}
+		return nil
+	})
+
+	chat, news := canonicalID("chat"), canonicalID("news")
+	fakeNodes.set(ns, "beta-0", []NodeTopicStatus{{Topic: chat, Operations: 5}, {Topic: news, Operations: 2}})
+	fakeNodes.set(ns, "beta-1", []NodeTopicStatus{{Topic: chat, Operations: 4}})
+	pn := validNetwork(ns, "beta")
+	pn.Spec.Replicas = ptr.To(int32(2))
+	if err := k8sClient.Create(ctx, pn); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "partial status", func() error {
+		cur := getTR(t, ns, "feed")
+		c := condition(cur.Status.Conditions, pandav1.ConditionReady)
+		if c == nil || c.Reason != pandav1.ReasonProgressing || len(cur.Status.Topics) != 2 {
+			return fmt.Errorf("status = %+v", cur.Status)
+		}
+		want := []pandav1.TopicNodeStatus{{Node: "beta-0", Operations: 5}, {Node: "beta-1", Operations: 4}}
+		if cur.Status.Topics[0].ID != chat || !slices.Equal(cur.Status.Topics[0].Nodes, want) {
+			return fmt.Errorf("chat = %+v", cur.Status.Topics[0])
+		}
+		return nil
+	})
+	fakeNodes.set(ns, "beta-1", []NodeTopicStatus{{Topic: chat, Operations: 5}, {Topic: news, Operations: 2}})
+	eventually(t, "Ready after all nodes report", func() error {
+		cur := getTR(t, ns, "feed")
+		c := condition(cur.Status.Conditions, pandav1.ConditionReady)
+		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != pandav1.ReasonAllNodesSynced {
+			return fmt.Errorf("ready = %+v", c)
+		}
+		if n := cur.Status.Topics[1].Nodes; len(n) != 2 || n[1].Operations != 2 {
+			return fmt.Errorf("news = %+v", cur.Status.Topics[1])
+		}
+		return nil
+	})
+}
+
+// TestReclaimPolicy: Retain keeps the topic subscribed after deletion (no finalizer);
+// Delete has a finalizer and deletion completes only once the topic left the file.
+func TestReclaimPolicy(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	pn := validNetwork(ns, "gamma")
+	pn.Spec.Replicas = ptr.To(int32(1))
+	if err := k8sClient.Create(ctx, pn); err != nil {
+		t.Fatal(err)
+	}
+	keep := validTopicReplica(ns, "keep", "gamma", "kept")
+	drop := validTopicReplica(ns, "drop", "gamma", "dropped")
+	drop.Spec.ReclaimPolicy = pandav1.ReclaimDelete
+	for _, tr := range []*pandav1.TopicReplica{keep, drop} {
+		if err := k8sClient.Create(ctx, tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitTopics(t, ns, "gamma", []string{"dropped", "kept"})
+	eventually(t, "finalizer on Delete policy only", func() error {
+		if !controllerutil.ContainsFinalizer(getTR(t, ns, "drop"), TopicCleanupFinalizer) {
+			return fmt.Errorf("drop has no finalizer")
+		}
+		if controllerutil.ContainsFinalizer(getTR(t, ns, "keep"), TopicCleanupFinalizer) {
+			return fmt.Errorf("keep has a finalizer")
+		}
+		return nil
+	})
+	for _, tr := range []*pandav1.TopicReplica{keep, drop} {
+		if err := k8sClient.Delete(ctx, tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"keep", "drop"} {
+		eventually(t, name+" gone", func() error {
+			err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &pandav1.TopicReplica{})
+			if !apierrors.IsNotFound(err) {
+				return fmt.Errorf("still there (%v)", err)
+			}
+			return nil
+		})
+	}
+	waitTopics(t, ns, "gamma", []string{"kept"})
+}
+
+// TestReconcileLatency100TopicReplicas measures (prints, never asserts) the time from
+// creating 100 TopicReplicas until the network's ConfigMap lists all their topics and
+// every one reports status.observedGeneration.
+func TestReconcileLatency100TopicReplicas(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	pn := validNetwork(ns, "bench")
+	if err := k8sClient.Create(ctx, pn); err != nil {
+		t.Fatal(err)
+	}
+	waitStatefulSet(t, ns, "bench", nil)
+	const n = 100
+	var want []string
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		topic := fmt.Sprintf("topic-%03d", i)
+		want = append(want, topic)
+		if err := k8sClient.Create(ctx, validTopicReplica(ns, topic, "bench", topic)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	created := time.Since(start)
+	waitTopics(t, ns, "bench", want)
+	configMapDone := time.Since(start)
+	eventually(t, "all observedGeneration", func() error {
+		var list pandav1.TopicReplicaList
+		if err := k8sClient.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, tr := range list.Items {
+			if tr.Status.ObservedGeneration != tr.Generation {
+				return fmt.Errorf("%s not observed", tr.Name)
+			}
+		}
+		return nil
+	})
+	all := time.Since(start)
+	msg := fmt.Sprintf("reconcile latency, %d TopicReplicas: created in %v, ConfigMap complete after %v, all observedGeneration after %v",
+		n, created.Round(time.Millisecond), configMapDone.Round(time.Millisecond), all.Round(time.Millisecond))
+	t.Log(msg)
+	fmt.Println("BENCH", msg)
+	// Stop the periodic polls of these 100 objects for the rest of the package run.
+	if err := k8sClient.DeleteAllOf(ctx, &pandav1.TopicReplica{}, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+}
