@@ -193,9 +193,9 @@ type Pipeline struct {
 	// but the sequencer hands jobs to the writer in the order they were submitted, so a log
 	// sent in order (as sync does) reaches the writer in order and never needs the
 	// out-of-order buffer.
-	orderCh  chan *job
-	seqEnd   chan struct{}
-	writeCh  chan *writeReq
+	orderCh chan *job
+	seqEnd  chan struct{}
+	writeCh chan *writeReq
 
 	mu        sync.RWMutex // guards closed; producers hold RLock while registering
 	closed    bool
