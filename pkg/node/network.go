@@ -224,19 +224,15 @@ const storedWatchBuffer = 4096
 
 func (nw *network) drain(ctx context.Context, t operation.Topic, w *storedWatch) {
 	for {
-		select {
-		case <-ctx.Done():
+		so, err := w.Next(ctx)
+		if err != nil {
 			return
-		case so, ok := <-w.C():
-			if !ok {
-				return
-			}
-			var origin peer.ID
-			if s, ok := so.Source.(SyncSession); ok {
-				origin = s.peerID
-			}
-			nw.sync.PublishExcept(t, so.Op.HeaderBytes, so.Op.Body, origin)
 		}
+		var origin peer.ID
+		if s, ok := so.Source.(SyncSession); ok {
+			origin = s.peerID
+		}
+		nw.sync.PublishExcept(t, so.Op.HeaderBytes, so.Op.Body, origin)
 	}
 }
 

@@ -563,14 +563,13 @@ func TestNetworkSeams(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"local", "remote"} {
-		select {
-		case so := <-w.C():
-			_, local := so.Source.(LocalStore)
-			if (want == "local") != local || (want == "local" && so.Op.Hash != h) {
-				t.Fatalf("stored notification %s: %+v", want, so)
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("no stored notification")
+		so, err := w.Next(ctx)
+		if err != nil {
+			t.Fatalf("no stored notification: %v", err)
+		}
+		_, local := so.Source.(LocalStore)
+		if (want == "local") != local || (want == "local" && so.Op.Hash != h) {
+			t.Fatalf("stored notification %s: %+v", want, so)
 		}
 	}
 	// Stored notifications fire at commit, before delivery: read both deliveries first so
@@ -592,7 +591,10 @@ func TestNetworkSeams(t *testing.T) {
 	publish(t, pub, "2")
 	processed(t, next(t, sub))
 	processed(t, next(t, sub))
-	for range lag.C() {
+	for {
+		if _, err := lag.Next(ctx); err != nil {
+			break
+		}
 	}
 	if !errors.Is(lag.Err(), errLagged) {
 		t.Fatalf("lag err %v", lag.Err())

@@ -62,28 +62,70 @@ type StoredOp struct {
 }
 
 // storedWatch receives a topic's newly stored operations. Notification never blocks the
-// pipeline: a watcher whose buffer is full is closed with errLagged, and its owner (a live
-// sync session) must catch up from the store (heights + LogRange) and watch again. Nothing
-// is dropped silently.
+// pipeline: a watcher that has more than its limit pending is closed with errLagged, and its
+// owner (a live sync session) must catch up from the store (heights + LogRange) and watch
+// again. Nothing is dropped silently. The queue grows on demand, so an idle topic costs a
+// few hundred bytes rather than a pre-allocated buffer of the full limit.
 type storedWatch struct {
 	n     *Node
 	topic operation.Topic
-	c     chan StoredOp
-	once  sync.Once
-	err   error
+	limit int
+
+	mu     sync.Mutex
+	queue  []StoredOp
+	err    error // set once the watch ended; Next returns it after the queue drained
+	ended  bool
+	signal chan struct{} // capacity 1: "queue or state changed"
 }
 
-// C returns the channel; it is closed when the watch ends (see Err).
-func (w *storedWatch) C() <-chan StoredOp { return w.c }
+// Next returns the next stored operation, blocking until there is one, ctx ends or the
+// watch ends (then it returns Err: errLagged, ErrClosed, or errWatchClosed after Close).
+func (w *storedWatch) Next(ctx context.Context) (StoredOp, error) {
+	for {
+		w.mu.Lock()
+		if len(w.queue) > 0 && w.err == nil {
+			so := w.queue[0]
+			w.queue[0] = StoredOp{}
+			w.queue = w.queue[1:]
+			if len(w.queue) == 0 {
+				w.queue = nil // let an idle watch give its backing array back
+			}
+			w.mu.Unlock()
+			return so, nil
+		}
+		if w.ended {
+			err := w.err
+			w.mu.Unlock()
+			return StoredOp{}, err
+		}
+		w.mu.Unlock()
+		select {
+		case <-w.signal:
+		case <-ctx.Done():
+			return StoredOp{}, ctx.Err()
+		}
+	}
+}
 
-// Err says why C was closed: errLagged, ErrClosed, or nil after Close.
-func (w *storedWatch) Err() error { return w.err }
+// Err says why the watch ended: errLagged, ErrClosed, errWatchClosed after Close, or nil
+// while it runs.
+func (w *storedWatch) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.ended {
+		return nil
+	}
+	return w.err
+}
+
+// errWatchClosed ends a watch its owner closed.
+var errWatchClosed = errors.New("stored-operation watch closed")
 
 // Close stops the watch.
 func (w *storedWatch) Close() {
 	w.n.mu.Lock()
 	defer w.n.mu.Unlock()
-	w.closeLocked(nil)
+	w.closeLocked(errWatchClosed)
 }
 
 func (w *storedWatch) closeLocked(err error) {
@@ -96,22 +138,50 @@ func (w *storedWatch) closeLocked(err error) {
 	w.closeWith(err)
 }
 
-// closeWith closes the channel once; the caller holds n.mu.
+// closeWith ends the watch once; a lagged watch drops its queue (its owner re-syncs).
 func (w *storedWatch) closeWith(err error) {
-	w.once.Do(func() {
-		w.err = err
-		close(w.c)
-	})
+	w.mu.Lock()
+	if !w.ended {
+		w.ended, w.err = true, err
+		w.queue = nil
+	}
+	w.mu.Unlock()
+	w.wake()
 }
 
-// watchStored starts watching topic with a channel of capacity buf.
-func (n *Node) watchStored(topic operation.Topic, buf int) (*storedWatch, error) {
+func (w *storedWatch) wake() {
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+// push queues so; it reports false when the watch is over its limit.
+func (w *storedWatch) push(so StoredOp) bool {
+	w.mu.Lock()
+	if w.ended {
+		w.mu.Unlock()
+		return true
+	}
+	if len(w.queue) >= w.limit {
+		w.mu.Unlock()
+		return false
+	}
+	w.queue = append(w.queue, so)
+	w.mu.Unlock()
+	w.wake()
+	return true
+}
+
+// watchStored starts watching topic; more than limit unread operations end the watch with
+// errLagged.
+func (n *Node) watchStored(topic operation.Topic, limit int) (*storedWatch, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
 		return nil, ErrClosed
 	}
-	w := &storedWatch{n: n, topic: topic, c: make(chan StoredOp, buf)}
+	w := &storedWatch{n: n, topic: topic, limit: limit, signal: make(chan struct{}, 1)}
 	if n.stored[topic] == nil {
 		n.stored[topic] = make(map[*storedWatch]struct{})
 	}
@@ -123,9 +193,7 @@ func (n *Node) notifyStored(topic operation.Topic, op *operation.Operation, src 
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for w := range n.stored[topic] {
-		select {
-		case w.c <- StoredOp{Op: op, Source: src}:
-		default:
+		if !w.push(StoredOp{Op: op, Source: src}) {
 			w.closeLocked(errLagged)
 		}
 	}

@@ -1,0 +1,296 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/pandanet/pandanet/pkg/operation"
+	"github.com/pandanet/pandanet/pkg/p2p"
+	"github.com/pandanet/pandanet/pkg/pipeline"
+	"github.com/pandanet/pandanet/pkg/store"
+)
+
+// benchNetwork is a network config for benchmarks: loopback TCP, no mDNS, quick walks, no
+// logs.
+func benchNetwork(opts ...netOpt) NetworkConfig {
+	cfg := NetworkConfig{Config: p2p.Config{
+		NetworkID:       testNetwork,
+		ListenAddrs:     []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
+		WalkInterval:    100 * time.Millisecond,
+		MaxWalkInterval: time.Second,
+	}, Logger: testLogger()}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return cfg
+}
+
+// fillTopic writes ops operations with bodySize-byte bodies, spread over authors logs, into
+// the SQLite file at path through the store's batch writer (the path the pipeline's writer
+// takes, minus verification: the operations are signed right here). The topic's cursor is
+// set to the end, so a node streaming the topic replays nothing. Signing runs on every
+// core, one goroutine per author.
+func fillTopic(b *testing.B, path string, topic operation.Topic, ops, authors, bodySize int) {
+	b.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	const batch = 2000
+	batches := make(chan []store.Insert, 2*authors)
+	var signers sync.WaitGroup
+	var signErr atomic.Pointer[error]
+	heads := make([]store.Ack, authors)
+	for a := range authors {
+		signers.Go(func() {
+			key, err := operation.GenerateKey()
+			if err != nil {
+				signErr.Store(&err)
+				return
+			}
+			logID := operation.LogIDFromTopic(topic)
+			var prev *operation.Operation
+			buf := make([]store.Insert, 0, batch)
+			n := ops / authors
+			if a < ops%authors {
+				n++
+			}
+			for i := range n {
+				d := operation.Draft{LogID: logID, Body: make([]byte, bodySize)}
+				copy(d.Body, fmt.Sprintf("author %d op %d", a, i))
+				if prev != nil {
+					d.SeqNum, d.Backlink = prev.SeqNum()+1, prev.Hash
+				}
+				op, err := operation.Sign(key, d)
+				if err != nil {
+					signErr.Store(&err)
+					return
+				}
+				prev = op
+				buf = append(buf, store.Insert{Topic: topic, Op: op})
+				if len(buf) == batch {
+					batches <- buf
+					buf = make([]store.Insert, 0, batch)
+				}
+			}
+			if len(buf) > 0 {
+				batches <- buf
+			}
+			if prev != nil {
+				heads[a] = store.Ack{Topic: topic, Author: key.PublicKey(), Log: logID, Seq: prev.SeqNum()}
+			}
+		})
+	}
+	go func() {
+		signers.Wait()
+		close(batches)
+	}()
+	stored := 0
+	var writeErr error
+	for in := range batches {
+		if writeErr != nil {
+			continue // drain so the signers finish
+		}
+		res, err := st.InsertBatch(ctx, in)
+		if err != nil {
+			writeErr = err
+			continue
+		}
+		for i, r := range res {
+			if r.Outcome != store.Inserted {
+				writeErr = fmt.Errorf("fill %s: op %d: %v %v", topic, i, r.Outcome, r.Err)
+				break
+			}
+		}
+		stored += len(in)
+	}
+	if p := signErr.Load(); p != nil {
+		b.Fatal(*p)
+	}
+	if writeErr != nil {
+		b.Fatal(writeErr)
+	}
+	if _, err := st.Write(ctx, nil, heads); err != nil {
+		b.Fatal(err)
+	}
+	if stored != ops {
+		b.Fatalf("stored %d of %d operations", stored, ops)
+	}
+}
+
+// BenchmarkCatchUp100k: an always-on node (file store) holds a 100,000-operation topic
+// (1 KiB bodies, 4 authors). A fresh edge node with an empty file store is created,
+// bootstrapped to it, streams the topic and catches up over log sync. The figure is the
+// wall time from creating the edge node until its store holds all 100,000 operations, so
+// it includes the libp2p dial, discovery of the topic peer, the sync handshake, strict
+// verification of every operation and durable (synchronous=FULL) storage — and the edge
+// app consuming the Processed events with automatic acks, as a real subscriber would.
+func BenchmarkCatchUp100k(b *testing.B) {
+	const ops, authors, body = 100_000, 4, 1024
+	ctx := context.Background()
+	topic := operation.Topic(operation.HashOf([]byte("catch-up benchmark")))
+	path := filepath.Join(b.TempDir(), "always-on.sqlite")
+	fillTopic(b, path, topic, ops, authors, body)
+
+	always, err := New(ctx, WithDatabase(path), WithNetwork(benchNetwork(func(c *NetworkConfig) {
+		c.Public, c.RelayService = true, true
+	})))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer always.Close()
+	if _, _, err := always.Stream(ctx, topic); err != nil {
+		b.Fatal(err)
+	}
+
+	var total, first time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		edgePath := filepath.Join(b.TempDir(), fmt.Sprintf("edge-%d.sqlite", i))
+		var stored atomic.Int64
+		var firstAt atomic.Int64
+		done := make(chan struct{})
+		var start time.Time
+		observe := WithObserver(func(r pipeline.Result) {
+			if r.Status != pipeline.Stored || r.Topic != topic {
+				return
+			}
+			switch stored.Add(1) {
+			case 1:
+				firstAt.Store(int64(time.Since(start)))
+			case ops:
+				close(done)
+			}
+		})
+		b.StartTimer()
+		start = time.Now()
+		edge, err := New(ctx, WithDatabase(edgePath), observe, WithNetwork(benchNetwork(bootstrapTo(always))))
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, sub, err := edge.Stream(ctx, topic)
+		if err != nil {
+			b.Fatal(err)
+		}
+		consumed := make(chan struct{})
+		go func() {
+			defer close(consumed)
+			for range sub.Events() {
+			}
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Minute):
+			b.Fatalf("edge stored %d of %d operations after 10 minutes", stored.Load(), ops)
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		total += elapsed
+		first += time.Duration(firstAt.Load())
+		if err := edge.Close(); err != nil {
+			b.Fatal(err)
+		}
+		<-consumed
+		// Stored means committed: the file on disk holds every operation.
+		st, err := store.Open(ctx, edgePath)
+		if err != nil {
+			b.Fatal(err)
+		}
+		h, err := st.LogHeights(ctx, topic)
+		st.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(h) != authors {
+			b.Fatalf("edge store has %d logs, want %d", len(h), authors)
+		}
+		b.StartTimer()
+	}
+	secs := total.Seconds() / float64(b.N)
+	b.ReportMetric(secs, "s")
+	b.ReportMetric(ops/secs, "ops/s")
+	b.ReportMetric(first.Seconds()/float64(b.N), "s-to-first-op")
+}
+
+// BenchmarkTopicMemory: one networked node opens streams on 1,000 topics (each one is
+// subscribed to log sync, announced to discovery and gets a live forwarder). The figure is
+// live heap growth per 1,000 topics, measured after a full GC before and after, once every
+// topic is registered with the network layer. No operations flow: this is the fixed cost
+// of following a topic.
+func BenchmarkTopicMemory(b *testing.B) {
+	const topics = 1000
+	ctx := context.Background()
+	var heapMiB, goroutines float64
+	for i := range b.N {
+		b.StopTimer()
+		n, err := New(ctx, WithDatabase(filepath.Join(b.TempDir(), fmt.Sprintf("mem-%d.sqlite", i))), WithNetwork(benchNetwork()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Let the host settle (listeners, walkers) before the baseline.
+		time.Sleep(200 * time.Millisecond)
+		before := liveHeap()
+		g0 := runtime.NumGoroutine()
+		b.StartTimer()
+		subs := make([]*Subscription, 0, topics)
+		for t := range topics {
+			topic := operation.Topic(operation.HashOf(fmt.Appendf(nil, "memory topic %d", t)))
+			_, sub, err := n.Stream(ctx, topic)
+			if err != nil {
+				b.Fatal(err)
+			}
+			subs = append(subs, sub)
+		}
+		waitForwarders(b, n, topics)
+		b.StopTimer()
+		after := liveHeap()
+		heapMiB += float64(after-before) / (1 << 20) * (1000.0 / topics)
+		goroutines += float64(runtime.NumGoroutine()-g0) / topics
+		runtime.KeepAlive(subs)
+		if err := n.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(heapMiB/float64(b.N), "MiB/1000topics")
+	b.ReportMetric(goroutines/float64(b.N), "goroutines/topic")
+}
+
+// liveHeap returns the bytes of live heap objects after two full collections (the second
+// one frees what finalizers of the first released).
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// waitForwarders waits until the network layer has picked up want streamed topics.
+func waitForwarders(b *testing.B, n *Node, want int) {
+	b.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		n.net.mu.Lock()
+		have := len(n.net.forwarders)
+		n.net.mu.Unlock()
+		if have >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("network layer follows %d of %d topics", have, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
