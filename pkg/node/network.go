@@ -343,6 +343,18 @@ func (s *syncSink) Receive(ctx context.Context, topic operation.Topic, header, b
 	return chk.reap(ctx, len(chk.pending) >= maxPendingPerSession)
 }
 
+// Settle waits for every operation the session handed over and reports the first invalid
+// one (psync.Settler): called when the peer's catch-up ends.
+func (s *syncSink) Settle(ctx context.Context, src psync.Source) error {
+	chk := s.session(src)
+	for len(chk.pending) > 0 {
+		if err := chk.reap(ctx, true); err != nil {
+			return err
+		}
+	}
+	return chk.err
+}
+
 func (s *syncSink) session(src psync.Source) *sessionCheck {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -25,6 +25,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -106,7 +108,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		// Create the file and the schema through the writer before readers open it.
 		if err := s.migrate(ctx); err != nil {
 			w.Close()
-			return nil, err
+			return nil, explainOpenErr(path, err)
 		}
 		r, err := sql.Open("sqlite3", u+"?_query_only=1&"+common)
 		if err != nil {
@@ -188,4 +190,18 @@ func (s *Store) Size(ctx context.Context) (int64, error) {
 		}
 	}
 	return size, nil
+}
+
+// explainOpenErr names the usual cause of a failed open: SQLite reports a directory it
+// cannot create the -wal/-shm files in as "unable to open database file" with a stale
+// errno ("no such file or directory"), which sends operators looking for a missing file.
+func explainOpenErr(path string, err error) error {
+	dir := filepath.Dir(path)
+	f, perr := os.CreateTemp(dir, ".panda-write-probe-*")
+	if perr != nil {
+		return fmt.Errorf("open store %s: data directory %s is not writable: %w (%w)", path, dir, perr, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return err
 }

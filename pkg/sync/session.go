@@ -623,7 +623,7 @@ func (s *Session) receiveCatchUp(ctx context.Context, ops, size uint64, buf *[]b
 				return err
 			}
 		case KindDone:
-			return nil
+			return s.settle(ctx)
 		case KindClose:
 			return s.onClose()
 		default:
@@ -652,6 +652,31 @@ func (s *Session) deliver(ctx context.Context, m *Message, phase Phase) error {
 		return fmt.Errorf("operation %s: %w", hash.Short(), err)
 	default:
 		return fmt.Errorf("sink: operation %s: %w", hash.Short(), err)
+	}
+}
+
+// Settler is implemented by sinks that check operations asynchronously (Receive returns
+// before the operation is verified). Settle waits until every operation the session handed
+// over was checked and returns an error wrapping ErrInvalidOperation if one was invalid.
+// Sessions call it when the peer's catch-up ends, so an invalid operation sent last still
+// aborts the session and marks the peer as misbehaving before SyncEnded reports success.
+type Settler interface {
+	Settle(ctx context.Context, src Source) error
+}
+
+func (s *Session) settle(ctx context.Context) error {
+	st, ok := s.p.Sink.(Settler)
+	if !ok || s.closing.Load() {
+		return nil
+	}
+	err := st.Settle(ctx, Source{Peer: s.p.Peer, SessionID: s.p.ID, Phase: PhaseSync})
+	switch {
+	case err == nil, s.closing.Load():
+		return nil
+	case errors.Is(err, ErrInvalidOperation):
+		return fmt.Errorf("catch-up: %w", err)
+	default:
+		return fmt.Errorf("sink: settle catch-up: %w", err)
 	}
 }
 
