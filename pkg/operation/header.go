@@ -48,28 +48,9 @@ const (
 )
 
 var (
-	encMode = func() cbor.EncMode {
-		em, err := cbor.CoreDetEncOptions().EncMode()
-		if err != nil {
-			panic(err)
-		}
-		return em
-	}()
+	encMode = CanonicalCBOR
 	// decMode is strict about what untrusted peers can make us allocate.
-	decMode = func() cbor.DecMode {
-		dm, err := cbor.DecOptions{
-			MaxNestedLevels:  4,
-			MaxArrayElements: 16,
-			MaxMapPairs:      16,
-			IndefLength:      cbor.IndefLengthForbidden,
-			TagsMd:           cbor.TagsForbidden,
-			DupMapKey:        cbor.DupMapKeyEnforcedAPF,
-		}.DecMode()
-		if err != nil {
-			panic(err)
-		}
-		return dm
-	}()
+	decMode = StrictCBOR(4, 16)
 )
 
 // Encode returns the canonical signed encoding (what is stored, sent and hashed).

@@ -41,26 +41,8 @@ type ephemeralEnvelope struct {
 }
 
 var (
-	envEncMode = func() cbor.EncMode {
-		em, err := cbor.CoreDetEncOptions().EncMode()
-		if err != nil {
-			panic(err)
-		}
-		return em
-	}()
-	envDecMode = func() cbor.DecMode {
-		dm, err := cbor.DecOptions{
-			MaxNestedLevels:  4,
-			MaxArrayElements: 16,
-			MaxMapPairs:      16,
-			IndefLength:      cbor.IndefLengthForbidden,
-			TagsMd:           cbor.TagsForbidden,
-		}.DecMode()
-		if err != nil {
-			panic(err)
-		}
-		return dm
-	}()
+	envEncMode = operation.CanonicalCBOR
+	envDecMode = operation.StrictCBOR(4, 16)
 )
 
 func ephemeralSigningBytes(author operation.PublicKey, ts, lamport uint64, body []byte) []byte {

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/fxamacker/cbor/v2"
+	"github.com/pandanet/pandanet/pkg/operation"
 )
 
 // Discovery session messages, CBOR arrays in uvarint length-prefixed frames.
@@ -33,20 +33,7 @@ type discMessage struct {
 	Records [][]byte
 }
 
-var discDecMode = func() cbor.DecMode {
-	dm, err := cbor.DecOptions{
-		MaxNestedLevels:   4,
-		MaxArrayElements:  maxTopicHashes,
-		MaxMapPairs:       16,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
-	return dm
-}()
+var discDecMode = operation.StrictCBOR(4, maxTopicHashes)
 
 func encodeDiscMessage(m *discMessage) ([]byte, error) {
 	if err := m.validate(); err != nil {

@@ -111,13 +111,7 @@ type wireLog struct {
 }
 
 var (
-	msgEncMode = func() cbor.EncMode {
-		em, err := cbor.CoreDetEncOptions().EncMode()
-		if err != nil {
-			panic(err)
-		}
-		return em
-	}()
+	msgEncMode = operation.CanonicalCBOR
 	// decModes caches one strict decoder per MaxHaveEntries (normally just the default).
 	decModes stdsync.Map // int -> cbor.DecMode
 )
@@ -129,18 +123,7 @@ func decModeFor(maxHaveEntries int) cbor.DecMode {
 	if dm, ok := decModes.Load(maxHaveEntries); ok {
 		return dm.(cbor.DecMode)
 	}
-	dm, err := cbor.DecOptions{
-		MaxNestedLevels:   6,
-		MaxArrayElements:  max(maxHaveEntries+16, 16),
-		MaxMapPairs:       16,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-	}.DecMode()
-	if err != nil {
-		panic(fmt.Sprintf("sync: cbor decode options: %v", err))
-	}
+	dm := operation.StrictCBOR(6, maxHaveEntries+16)
 	decModes.Store(maxHaveEntries, dm)
 	return dm
 }
