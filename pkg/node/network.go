@@ -265,9 +265,9 @@ func (nw *network) onSyncEvent(ev psync.Event) {
 		})
 	case psync.SyncEnded:
 		author, _ := p2p.PublicKeyFromPeerID(e.Peer)
-		if e.Err != nil {
-			nw.sink.endSession(e.SessionID)
-		}
+		// Catch-up is over and Settle drained its checks; live-phase operations start a
+		// fresh check state lazily, so nothing accumulates per finished catch-up.
+		nw.sink.endSession(e.SessionID)
 		nw.n.emitTopicEvent(ctx, e.Topic, SyncEnded{
 			Peer: author, SessionID: e.SessionID,
 			SentOps: e.SentOps, ReceivedOps: e.ReceivedOps,
