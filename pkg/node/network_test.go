@@ -83,8 +83,21 @@ func keys(m map[string]ProcessedOperation) []string {
 	return out
 }
 
-// waitStored polls the store until topic holds want operations.
+// waitStored polls the store until topic holds exactly want operations.
 func waitStored(t *testing.T, n *Node, topic operation.Topic, want int64) {
+	t.Helper()
+	pollStored(t, n, topic, func(have int64) bool { return have == want }, fmt.Sprintf("%d", want))
+}
+
+// waitStoredAtLeast polls the store until topic holds at least want operations.
+func waitStoredAtLeast(t *testing.T, n *Node, topic operation.Topic, want int64) {
+	t.Helper()
+	pollStored(t, n, topic, func(have int64) bool { return have >= want }, fmt.Sprintf("at least %d", want))
+}
+
+// pollStored polls the topic's operation count until done accepts it, failing after a
+// generous guard timeout.
+func pollStored(t *testing.T, n *Node, topic operation.Topic, done func(int64) bool, want string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -98,11 +111,11 @@ func waitStored(t *testing.T, n *Node, topic operation.Topic, want int64) {
 				have = s.Ops
 			}
 		}
-		if have == want {
+		if done(have) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("node %s holds %d of %d operations", n.ID().Short(), have, want)
+			t.Fatalf("node %s holds %d operations, want %s", n.ID().Short(), have, want)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

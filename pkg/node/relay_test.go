@@ -219,27 +219,6 @@ func collectMessages(t *testing.T, sub *Subscription, want []string) map[string]
 	return got
 }
 
-// waitStoredAtLeast polls the store until topic holds at least want operations.
-func waitStoredAtLeast(t *testing.T, n *Node, topic operation.Topic, want int64) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		stats, err := n.Store().TopicStats(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range stats {
-			if s.Topic == topic && s.Ops >= want {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s holds fewer than %d operations: %+v", n.ID().Short(), want, stats)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // drain consumes a subscription's events for the rest of the test (automatic acks).
 func drain(t *testing.T, sub *Subscription) {
 	done := make(chan struct{})
