@@ -191,11 +191,7 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 	userObserve := pc.Observe
 	pc.Observe = func(r pipeline.Result) {
 		if r.Status == pipeline.Stored {
-			src, _ := r.Source.(Source)
-			if src == nil {
-				src = LocalStore{}
-			}
-			n.notifyStored(r.Topic, r.Op, src)
+			n.notifyStored(r.Topic, r.Op, sourceOf(r))
 		}
 		if userObserve != nil {
 			userObserve(r)
@@ -263,12 +259,17 @@ func (n *Node) Close() error {
 	return errors.Join(nerr, perr, n.store.Close())
 }
 
+// sourceOf returns where a result's operation came from; local publishes carry no source.
+func sourceOf(r pipeline.Result) Source {
+	if src, ok := r.Source.(Source); ok && src != nil {
+		return src
+	}
+	return LocalStore{}
+}
+
 // deliver is the pipeline's delivery stage; it runs on the topic's delivery goroutine.
 func (n *Node) deliver(r pipeline.Result) {
-	src, _ := r.Source.(Source)
-	if src == nil {
-		src = LocalStore{}
-	}
+	src := sourceOf(r)
 	n.mu.Lock()
 	s := n.streams[r.Topic]
 	n.mu.Unlock()
