@@ -318,6 +318,8 @@ const maxPendingPerSession = 4096
 
 type sessionCheck struct {
 	peer    peer.ID
+	author  operation.PublicKey // the peer's key, derived once per session
+	keyErr  error               // the peer id holds no Ed25519 key
 	pending []*pipeline.Ticket
 	err     error
 }
@@ -327,15 +329,14 @@ func (s *syncSink) Receive(ctx context.Context, topic operation.Topic, header, b
 	if err := chk.reap(ctx, false); err != nil {
 		return err
 	}
-	author, err := p2p.PublicKeyFromPeerID(src.Peer)
-	if err != nil {
-		return fmt.Errorf("sync peer %s: %w", src.Peer, err)
+	if chk.keyErr != nil {
+		return fmt.Errorf("sync peer %s: %w", src.Peer, chk.keyErr)
 	}
 	phase := PhaseSync
 	if src.Phase == psync.PhaseLive {
 		phase = PhaseLive
 	}
-	t, err := s.n.ingestRemoteAsync(ctx, topic, header, body, SyncSession{Peer: author, SessionID: src.SessionID, Phase: phase, peerID: src.Peer})
+	t, err := s.n.ingestRemoteAsync(ctx, topic, header, body, SyncSession{Peer: chk.author, SessionID: src.SessionID, Phase: phase, peerID: src.Peer})
 	if err != nil {
 		return classifyIngestErr(err)
 	}
@@ -361,6 +362,7 @@ func (s *syncSink) session(src psync.Source) *sessionCheck {
 	chk := s.sessions[src.SessionID]
 	if chk == nil {
 		chk = &sessionCheck{peer: src.Peer}
+		chk.author, chk.keyErr = p2p.PublicKeyFromPeerID(src.Peer)
 		s.sessions[src.SessionID] = chk
 	}
 	return chk
