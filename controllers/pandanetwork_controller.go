@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -624,6 +625,12 @@ func (r *PandaNetworkReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ConfigMap{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		// Pods belong to the StatefulSet, not to the network, so Owns cannot see them.
+		// Per-node readiness and placement in the status come from pods: without this
+		// watch the pod cache can lag the StatefulSet event that triggered the last
+		// reconcile and the status would stay stale until the periodic refresh.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToNetwork),
+			builder.WithPredicates(podStatusChanged())).
 		Watches(&pandav1.TopicReplica{}, handler.EnqueueRequestsFromMapFunc(
 			func(_ context.Context, o client.Object) []reconcile.Request {
 				tr, ok := o.(*pandav1.TopicReplica)
@@ -638,4 +645,30 @@ func (r *PandaNetworkReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Named("pandanetwork").
 		Complete(r)
+}
+
+// podToNetwork maps a node pod to the PandaNetwork it runs for.
+func podToNetwork(_ context.Context, o client.Object) []reconcile.Request {
+	name := o.GetLabels()[networkLabel]
+	if name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+}
+
+// podStatusChanged passes pod events that change what the network status reports:
+// creation, deletion, readiness and the node a pod is scheduled on.
+func podStatusChanged() predicate.Funcs {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			oldPod, ok1 := e.ObjectOld.(*corev1.Pod)
+			newPod, ok2 := e.ObjectNew.(*corev1.Pod)
+			if !ok1 || !ok2 {
+				return true
+			}
+			return podReady(oldPod) != podReady(newPod) ||
+				oldPod.Spec.NodeName != newPod.Spec.NodeName ||
+				oldPod.DeletionTimestamp.IsZero() != newPod.DeletionTimestamp.IsZero()
+		},
+	}
 }
