@@ -62,9 +62,9 @@ type Host struct {
 	ownRecord   ownRecordCache
 	clock       hybridClock
 
-	bootMu     sync.Mutex
-	bootstraps map[peer.ID]*bootstrapState
-	bootKick   chan struct{}
+	// boots keeps bootstrap peers connected; lan the peers mDNS found.
+	boots *keeper
+	lan   *keeper
 
 	resMu        sync.Mutex
 	reservations map[peer.ID]*reservation
@@ -116,12 +116,12 @@ func New(ctx context.Context, config Config) (*Host, error) {
 		cancel:       cancel,
 		discSem:      make(chan struct{}, maxConcurrentDiscoverySessions),
 		topicPeers:   newTopicPeerSet(),
-		bootstraps:   make(map[peer.ID]*bootstrapState),
-		bootKick:     make(chan struct{}, 1),
 		reservations: make(map[peer.ID]*reservation),
 		ephTopics:    make(map[string]*ephemeralShared),
 	}
 	p.events = newEventBus(p.log)
+	p.boots = newKeeper(p, "bootstrap", bootstrapMinBackoff, bootstrapMaxBackoff)
+	p.lan = newKeeper(p, "mdns", lanMinBackoff, lanMaxBackoff)
 	for range cfg.Walkers {
 		p.walkResets = append(p.walkResets, make(chan struct{}, 1))
 	}
@@ -229,7 +229,9 @@ func (p *Host) start(boots []peer.AddrInfo) error {
 		p.addBootstrap(ai)
 	}
 	p.wg.Add(1)
-	go p.bootstrapLoop()
+	go p.boots.loop(bootstrapTick)
+	p.wg.Add(1)
+	go p.lan.loop(bootstrapTick)
 	if !p.cfg.DisableRandomWalk {
 		for i := range p.cfg.Walkers {
 			p.wg.Add(1)
@@ -404,28 +406,15 @@ func (p *Host) InsertBootstrap(ctx context.Context, addr ma.Multiaddr) error {
 	}
 	p.addBootstrap(*ai)
 	err = p.Connect(ctx, *ai)
-	select {
-	case p.bootKick <- struct{}{}:
-	default:
-	}
+	p.boots.wake()
 	return err
-}
-
-type bootstrapState struct {
-	info    peer.AddrInfo
-	backoff time.Duration
-	next    time.Time
 }
 
 func (p *Host) addBootstrap(ai peer.AddrInfo) {
 	p.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
 	p.h.ConnManager().Protect(ai.ID, tagBootstrap)
 	p.book.add(ai.ID, true)
-	p.bootMu.Lock()
-	if _, ok := p.bootstraps[ai.ID]; !ok {
-		p.bootstraps[ai.ID] = &bootstrapState{info: ai}
-	}
-	p.bootMu.Unlock()
+	p.boots.keep(ai, 0, 0)
 	if p.cfg.RelayReservations && !p.cfg.RelayService {
 		p.keepReservation(ai)
 	}
@@ -436,74 +425,3 @@ const (
 	bootstrapMaxBackoff = time.Minute
 	bootstrapTick       = time.Second
 )
-
-// bootstrapLoop keeps bootstrap peers connected, with exponential backoff per peer.
-func (p *Host) bootstrapLoop() {
-	defer p.wg.Done()
-	t := time.NewTicker(bootstrapTick)
-	defer t.Stop()
-	for {
-		p.dialBootstraps()
-		select {
-		case <-p.ctx.Done():
-			return
-		case <-t.C:
-		case <-p.bootKick:
-		}
-	}
-}
-
-func (p *Host) dialBootstraps() {
-	now := time.Now()
-	p.bootMu.Lock()
-	var due []*bootstrapState
-	for id, st := range p.bootstraps {
-		if p.h.Network().Connectedness(id) == network.Connected {
-			st.backoff = 0
-			continue
-		}
-		if now.Before(st.next) {
-			continue
-		}
-		due = append(due, st)
-	}
-	p.bootMu.Unlock()
-	var wg sync.WaitGroup
-	for _, st := range due {
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(p.ctx, 15*time.Second)
-			defer cancel()
-			err := p.h.Connect(ctx, st.info)
-			p.bootMu.Lock()
-			defer p.bootMu.Unlock()
-			if err == nil {
-				st.backoff = 0
-				return
-			}
-			st.backoff = min(max(2*st.backoff, bootstrapMinBackoff), bootstrapMaxBackoff)
-			st.next = time.Now().Add(jitter(st.backoff))
-			if p.ctx.Err() == nil {
-				p.log.Debug("bootstrap dial failed", "peer", st.info.ID, "retry_in", st.backoff, "err", err)
-			}
-		})
-	}
-	wg.Wait()
-}
-
-// bootstrapIDs returns the ids of configured bootstrap peers.
-func (p *Host) bootstrapIDs() []peer.ID {
-	p.bootMu.Lock()
-	defer p.bootMu.Unlock()
-	out := make([]peer.ID, 0, len(p.bootstraps))
-	for id := range p.bootstraps {
-		out = append(out, id)
-	}
-	return out
-}
-
-func (p *Host) isBootstrap(id peer.ID) bool {
-	p.bootMu.Lock()
-	defer p.bootMu.Unlock()
-	_, ok := p.bootstraps[id]
-	return ok
-}

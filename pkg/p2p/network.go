@@ -230,22 +230,32 @@ func mdnsServiceName(id operation.NetworkID) string {
 
 type mdnsNotifee struct{ p *Host }
 
+const (
+	// lanPeerTTL is how long a peer found by mDNS is kept connected without being seen
+	// again: zeroconf reports an entry once per record lifetime (3200 s by default).
+	lanPeerTTL    = time.Hour
+	lanMinBackoff = time.Second
+	lanMaxBackoff = time.Minute
+	// lanDialGrace delays the dial of the peer with the higher id. Both peers see each
+	// other's mDNS answer at the same moment; if both dialed, TCP (which dials from the
+	// listen port) would run a simultaneous open, both sides would start the security
+	// handshake as the client and both dials would fail.
+	lanDialGrace = 5 * time.Second
+)
+
 func (n *mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
 	p := n.p
 	if ai.ID == p.h.ID() || p.ctx.Err() != nil {
 		return
 	}
-	// mDNS addresses are unauthenticated; keep them briefly and let identify (signed peer
-	// record) and the network gate decide.
-	p.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.TempAddrTTL)
-	if p.h.Network().Connectedness(ai.ID) == network.Connected {
-		return
+	// mDNS addresses are unauthenticated: the dial adds them to the peerstore only
+	// briefly, and identify (signed peer record) and the network gate decide the rest.
+	var delay time.Duration
+	if p.h.ID() > ai.ID {
+		delay = lanDialGrace
 	}
-	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
-	defer cancel()
-	if err := p.h.Connect(ctx, ai); err != nil {
-		p.log.Debug("mdns: dial failed", "peer", ai.ID, "err", err)
-	}
+	p.book.add(ai.ID, false)
+	p.lan.keep(ai, delay, lanPeerTTL)
 }
 
 func jitter(d time.Duration) time.Duration {

@@ -2,6 +2,7 @@ package fault
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pandanet/pandanet/pkg/admin"
 )
 
 // nsPrefix names every namespace this suite creates; the pid suffix lets a later run tell
@@ -209,4 +212,67 @@ func TestNamespacesLossAndPartition(t *testing.T) {
 	}
 	t.Logf("partition of %v healed: %d operations converged %v after healing",
 		healed.Sub(partStart).Round(time.Millisecond), ops(h), took.Round(time.Millisecond))
+}
+
+// peerIDs lists the peers d's admin API reports as connected.
+func (d *daemon) peerIDs(ctx context.Context) (map[string]bool, error) {
+	out, err := d.cli(ctx, "peers", "--json")
+	if err != nil {
+		return nil, err
+	}
+	var ps []admin.PeerStatus
+	if err := json.Unmarshal(out, &ps); err != nil {
+		return nil, fmt.Errorf("peers output %q: %w", out, err)
+	}
+	ids := map[string]bool{}
+	for _, p := range ps {
+		ids[p.PeerID] = true
+	}
+	return ids, nil
+}
+
+// Two daemons on one LAN segment (a bridge between namespaces; loopback carries no
+// multicast) with no bootstrap peer find each other by mDNS and sync the topic they share.
+// A third daemon on the same segment runs another network id: its mDNS service name
+// differs, so it is never discovered and never receives anything.
+func TestNamespacesMDNSDiscovery(t *testing.T) {
+	needBinary(t)
+	l := newLab(t, 3)
+	root := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := newDaemon(t, "mdns-a", filepath.Join(root, "a"), l.nodes[0], l.addr(0), "--mdns=true")
+	b := newDaemon(t, "mdns-b", filepath.Join(root, "b"), l.nodes[1], l.addr(1), "--mdns=true")
+	other := newDaemon(t, "mdns-other", filepath.Join(root, "other"), l.nodes[2], l.addr(2),
+		"--mdns=true", "--network-id", "some-other-network")
+	for _, d := range []*daemon{a, b, other} {
+		d.start()
+	}
+	for i := range 3 {
+		if _, err := a.publish(ctx, fmt.Sprintf("found by mdns %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := other.publish(ctx, "other network"); err != nil {
+		t.Fatal(err)
+	}
+	took := waitConverged(t, time.Minute, nil, a, b)
+	h, _ := b.topics()
+	if ops(h) != 3 {
+		t.Fatalf("b holds %d operations of the shared topic, want 3", ops(h))
+	}
+	t.Logf("discovered by mDNS and synced 3 operations %v after publishing", took.Round(time.Millisecond))
+
+	for _, d := range []*daemon{a, b} {
+		ids, err := d.peerIDs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ids[other.peerID] {
+			t.Errorf("%s is connected to the node of another network", d.name)
+		}
+	}
+	if h, _ := other.topics(); ops(h) != 1 {
+		t.Errorf("the node of another network holds %d operations, want only its own 1", ops(h))
+	}
 }

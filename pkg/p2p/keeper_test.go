@@ -1,0 +1,77 @@
+package p2p
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/pandanet/pandanet/pkg/operation"
+)
+
+// Two peers that see each other's mDNS answer at the same moment must end up connected.
+// Both listen on fixed TCP ports and libp2p dials from the listen port, so two immediate
+// dials would meet as a TCP simultaneous open in which both sides act as the security
+// client and both fail; the higher id holds back and the lower id's dial succeeds.
+func TestLANPeersFoundAtOnceConnect(t *testing.T) {
+	a := newTestHost(t, nil)
+	b := newTestHost(t, nil)
+	var wg sync.WaitGroup
+	wg.Go(func() { (&mdnsNotifee{p: a}).HandlePeerFound(info(b)) })
+	wg.Go(func() { (&mdnsNotifee{p: b}).HandlePeerFound(info(a)) })
+	wg.Wait()
+	eventually(t, "the LAN peers to connect", func() bool {
+		return a.Libp2p().Network().Connectedness(b.ID()) == network.Connected &&
+			b.Libp2p().Network().Connectedness(a.ID()) == network.Connected
+	})
+	// Exactly one side dialed: the lower id.
+	lower, higher := a, b
+	if b.ID() < a.ID() {
+		lower, higher = b, a
+	}
+	for _, c := range lower.Libp2p().Network().ConnsToPeer(higher.ID()) {
+		if c.Stat().Direction != network.DirOutbound {
+			t.Errorf("the lower peer id holds an inbound connection; the tie-break did not hold")
+		}
+	}
+}
+
+// A bootstrap peer that is down when the node starts is dialed again, with backoff, until
+// it comes up.
+func TestBootstrapPeerRedialedUntilReachable(t *testing.T) {
+	key, err := operation.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	withKey := func(addr string) func(*Config) {
+		return func(c *Config) {
+			c.PrivateKey = key
+			c.ListenAddrs = mustAddrs(addr)
+		}
+	}
+	// Learn a free port and the peer id, then take the peer down.
+	first := newTestHost(t, withKey("/ip4/127.0.0.1/tcp/0"))
+	listen := first.Libp2p().Addrs()[0]
+	boot := listen.Encapsulate(ma.StringCast("/p2p/" + first.ID().String()))
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	edge := newTestHost(t, func(c *Config) { c.BootstrapPeers = []ma.Multiaddr{boot} })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ev := edge.Events(ctx)
+	time.Sleep(1500 * time.Millisecond) // the first dials fail while the peer is down
+	if edge.Libp2p().Network().Connectedness(first.ID()) == network.Connected {
+		t.Fatal("connected to a bootstrap peer that is not running")
+	}
+
+	second := newTestHost(t, withKey(listen.String()))
+	waitEvent(t, ev, func(e Event) bool {
+		pc, ok := e.(PeerConnected)
+		return ok && pc.Peer == second.ID()
+	})
+}
