@@ -13,23 +13,22 @@ import (
 
 // Well-known paths and ports from docs/node-contract.md.
 const (
-	DataDir         = "/var/lib/panda"
-	IdentityDir     = "/etc/panda/identity"
-	TopicsDir       = "/etc/panda/topics"
-	AdminDir        = "/etc/panda/admin"
-	ConfigDir       = "/etc/panda/config"
-	P2PPort         = 4001
-	MetricsPort     = 9464
-	AdminPort       = 7070
-	TopicsKey       = "topics"
-	RetainedKey     = "retained"
-	AdminTokenKey   = "token"
-	nodeContainer   = "panda-node"
-	dataVolume      = "data"
-	nodeUID         = int64(65532)
-	ordinalLabel    = "pandanet.io/ordinal"
-	networkLabel    = "pandanet.io/network"
-	announceHashKey = "pandanet.io/announce-hash"
+	DataDir       = "/var/lib/panda"
+	IdentityDir   = "/etc/panda/identity"
+	TopicsDir     = "/etc/panda/topics"
+	AdminDir      = "/etc/panda/admin"
+	ConfigDir     = "/etc/panda/config"
+	P2PPort       = 4001
+	MetricsPort   = 9464
+	AdminPort     = 7070
+	TopicsKey     = "topics"
+	RetainedKey   = "retained"
+	AdminTokenKey = "token"
+	nodeContainer = "panda-node"
+	dataVolume    = "data"
+	nodeUID       = int64(65532)
+	ordinalLabel  = "pandanet.io/ordinal"
+	networkLabel  = "pandanet.io/network"
 )
 
 // Object names derived from the PandaNetwork name.

@@ -138,7 +138,6 @@ func (r *PandaNetworkReconciler) reconcileObjects(ctx context.Context, pn *panda
 	if err := r.observePods(ctx, pn, obs); err != nil {
 		return obs, err
 	}
-	stable := map[int32][]string{}
 	n := desiredReplicas(pn)
 	for i := int32(0); i < n; i++ {
 		nodeHost := ""
@@ -146,11 +145,6 @@ func (r *PandaNetworkReconciler) reconcileObjects(ctx context.Context, pn *panda
 			nodeHost = r.nodeHost(ctx, obs.pods[nodeName(pn, i)])
 		}
 		obs.public[i] = PublicAddrs(pn, i, obs.services[i], nodeHost)
-		if exposureType(pn) != pandav1.ExposureNodePort || hasExplicitAddrs(pn, i) {
-			if len(obs.public[i]) > 0 {
-				stable[i] = obs.public[i]
-			}
-		}
 	}
 	cfg, err := BuildConfigConfigMap(pn, BuildNodeConfigs(pn, obs.peerIDs, obs.public))
 	if err != nil {
@@ -159,7 +153,7 @@ func (r *PandaNetworkReconciler) reconcileObjects(ctx context.Context, pn *panda
 	if err := r.applyConfigMap(ctx, pn, cfg); err != nil {
 		return obs, fmt.Errorf("reconcile configmap %s: %w", cfg.Name, err)
 	}
-	if obs.sts, err = r.reconcileStatefulSet(ctx, pn, AnnounceHash(pn, stable)); err != nil {
+	if obs.sts, err = r.reconcileStatefulSet(ctx, pn); err != nil {
 		return obs, err
 	}
 	if err := r.reconcilePDB(ctx, pn); err != nil {
@@ -169,15 +163,6 @@ func (r *PandaNetworkReconciler) reconcileObjects(ctx context.Context, pn *panda
 		return obs, err
 	}
 	return obs, nil
-}
-
-func hasExplicitAddrs(pn *pandav1.PandaNetwork, ordinal int32) bool {
-	for _, pa := range pn.Spec.Exposure.PublicAddresses {
-		if pa.Ordinal == ordinal {
-			return true
-		}
-	}
-	return false
 }
 
 // reconcileIdentity makes sure the identity Secret holds a key for every ordinal. The
@@ -438,8 +423,8 @@ func (r *PandaNetworkReconciler) nodeHost(ctx context.Context, pod *corev1.Pod) 
 	return ""
 }
 
-func (r *PandaNetworkReconciler) reconcileStatefulSet(ctx context.Context, pn *pandav1.PandaNetwork, announceHash string) (*appsv1.StatefulSet, error) {
-	desired := BuildStatefulSet(pn, r.image(pn), announceHash)
+func (r *PandaNetworkReconciler) reconcileStatefulSet(ctx context.Context, pn *pandav1.PandaNetwork) (*appsv1.StatefulSet, error) {
+	desired := BuildStatefulSet(pn, r.image(pn))
 	hash := hashObject(desired.Spec.Template)
 	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: desired.Name, Namespace: desired.Namespace}}
 	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, sts, func() error {

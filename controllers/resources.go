@@ -1,8 +1,6 @@
 package controllers
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"sort"
 	"strconv"
@@ -50,16 +48,13 @@ func nodeArgs(pn *pandav1.PandaNetwork) []string {
 
 // BuildPodTemplate returns the node pod template. Topics and per-ordinal config are
 // mounted as whole ConfigMap directories (no subPath), so kubelet refreshes them in place
-// and changing them never touches this template: pods never restart for topic changes.
-// announceHash is the only status-derived input: it changes when public addresses become
-// known (e.g. a LoadBalancer IP arrives) so nodes restart once to announce them.
-func BuildPodTemplate(pn *pandav1.PandaNetwork, image, announceHash string) corev1.PodTemplateSpec {
+// and changing them never touches this template: pods never restart for topic changes,
+// nor when public addresses become known (a LoadBalancer IP arrives, a pod lands on a
+// node), because nodes apply the announce and bootstrap keys of their config file live.
+func BuildPodTemplate(pn *pandav1.PandaNetwork, image string) corev1.PodTemplateSpec {
 	annotations := map[string]string{}
 	for k, v := range pn.Spec.PodAnnotations {
 		annotations[k] = v
-	}
-	if announceHash != "" {
-		annotations[announceHashKey] = announceHash
 	}
 	if len(annotations) == 0 {
 		annotations = nil
@@ -160,7 +155,7 @@ func BuildVolumeClaimTemplate(pn *pandav1.PandaNetwork) corev1.PersistentVolumeC
 
 // BuildStatefulSet returns the desired StatefulSet. The reconciler copies only mutable
 // fields onto an existing object (see mutateStatefulSet).
-func BuildStatefulSet(pn *pandav1.PandaNetwork, image, announceHash string) *appsv1.StatefulSet {
+func BuildStatefulSet(pn *pandav1.PandaNetwork, image string) *appsv1.StatefulSet {
 	return &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: statefulSetName(pn), Namespace: pn.Namespace, Labels: commonLabels(pn)},
 		Spec: appsv1.StatefulSetSpec{
@@ -179,7 +174,7 @@ func BuildStatefulSet(pn *pandav1.PandaNetwork, image, announceHash string) *app
 				WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
 				WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
 			},
-			Template:             BuildPodTemplate(pn, image, announceHash),
+			Template:             BuildPodTemplate(pn, image),
 			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{BuildVolumeClaimTemplate(pn)},
 		},
 	}
@@ -480,24 +475,4 @@ func BuildNodeConfigs(pn *pandav1.PandaNetwork, peerIDs map[int32]string, announ
 		out[i] = cfg
 	}
 	return out
-}
-
-// AnnounceHash fingerprints the stable public addresses (explicit and LoadBalancer ones)
-// for the pod template, so nodes restart once when they become known. NodePort-derived
-// addresses are left out: they follow pod placement, and hashing them would restart pods
-// whenever one moves, which could move it again.
-func AnnounceHash(pn *pandav1.PandaNetwork, stable map[int32][]string) string {
-	if len(stable) == 0 {
-		return ""
-	}
-	ordinals := make([]int, 0, len(stable))
-	for o := range stable {
-		ordinals = append(ordinals, int(o))
-	}
-	sort.Ints(ordinals)
-	h := sha256.New()
-	for _, o := range ordinals {
-		fmt.Fprintf(h, "%d=%s\n", o, strings.Join(stable[int32(o)], ","))
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -474,8 +475,6 @@ func TestDaemonTopicsFileReload(t *testing.T) {
 
 // TestDaemonsSyncOverLoopback: two nodes bootstrapped to each other on 127.0.0.1 (mDNS off);
 // a message published on A arrives at a `subscribe --json` on B.
-//
-// This needs the network layer wired into panda-node (see wire.go TODO); until then it fails.
 func TestDaemonsSyncOverLoopback(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts panda-node processes")
@@ -487,7 +486,7 @@ func TestDaemonsSyncOverLoopback(t *testing.T) {
 	sub := b.subscribe("sync-test", "start")
 	a.cli("topics", "--add", "sync-test")
 	a.cli("publish", "--topic", "sync-test", "over the wire")
-	ev := sub.waitMessage(t, "over the wire", 45*time.Second, " (is the network layer wired into panda-node? see cmd/node/wire.go)")
+	ev := sub.waitMessage(t, "over the wire", 45*time.Second, "")
 	if ev.Author != topicsAuthor(t, a) {
 		t.Fatalf("author = %s, want node A", ev.Author)
 	}
@@ -495,12 +494,64 @@ func TestDaemonsSyncOverLoopback(t *testing.T) {
 	b.stop()
 }
 
-func topicsAuthor(t *testing.T, d *daemon_) string {
+func topicsAuthor(t *testing.T, d *daemon_) string { return d.status().PublicKey }
+
+func (d *daemon_) status() admin.Status {
+	d.t.Helper()
 	var st admin.Status
 	if err := json.Unmarshal([]byte(d.cli("status", "--json")), &st); err != nil {
-		t.Fatal(err)
+		d.t.Fatal(err)
 	}
-	return st.PublicKey
+	return st
+}
+
+// The operator learns a node's public address (a LoadBalancer IP, the node a pod landed
+// on) after the pod started and writes it into the pod's --config file: announce and
+// bootstrap changes must take effect without a restart, other keys are reported as
+// needing one.
+func TestDaemonConfigFileReload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts panda-node processes")
+	}
+	cfgFile := filepath.Join(t.TempDir(), "node.yaml")
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(cfgFile, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("announce: /ip4/203.0.113.7/tcp/4001\n")
+	a := newTestDaemon(t, "--config", cfgFile)
+	b := newTestDaemon(t)
+	a.start()
+	b.start()
+	hasAddr := func(st admin.Status, ip string) bool {
+		return slices.ContainsFunc(st.Addresses, func(s string) bool { return strings.HasPrefix(s, "/ip4/"+ip+"/") })
+	}
+	if st := a.status(); !hasAddr(st, "203.0.113.7") || hasAddr(st, "127.0.0.1") {
+		t.Fatalf("addresses at start = %v, want only the announced one", st.Addresses)
+	}
+
+	write("announce: [/ip4/203.0.113.8/tcp/4001]\nbootstrap: [" + b.multiaddr() + "]\nack-policy: explicit\n")
+	waitFor(t, 30*time.Second, "the new announce address and bootstrap peer", func() bool {
+		st := a.status()
+		connected := slices.ContainsFunc(st.Peers, func(p admin.PeerStatus) bool { return p.PeerID == b.peerID })
+		return hasAddr(st, "203.0.113.8") && !hasAddr(st, "203.0.113.7") && connected
+	})
+	if !strings.Contains(a.logs.String(), "apply only after a restart") || !strings.Contains(a.logs.String(), "ack-policy") {
+		t.Errorf("the change of ack-policy was not reported as needing a restart:\n%s", a.logs.String())
+	}
+
+	// A broken file keeps the running settings.
+	write("bootstrap: [nonsense]\n")
+	waitFor(t, 30*time.Second, "the broken config to be reported", func() bool {
+		return strings.Contains(a.logs.String(), "config file does not load")
+	})
+	if st := a.status(); !hasAddr(st, "203.0.113.8") {
+		t.Fatalf("a broken config file changed the addresses: %v", st.Addresses)
+	}
+	a.stop()
+	b.stop()
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {

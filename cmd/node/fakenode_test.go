@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/pandanet/pandanet/pkg/admin"
+	"github.com/pandanet/pandanet/pkg/config"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
@@ -26,6 +27,15 @@ type memNode struct {
 	entered chan struct{} // if non-nil, Publish sends to it before blocking on publish
 	// beforeHistory, if set, runs at the start of History (to interleave live events).
 	beforeHistory func()
+	// reconfigured records every Reconfigure call.
+	reconfigured []*config.Config
+}
+
+func (n *memNode) Reconfigure(cfg *config.Config) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.reconfigured = append(n.reconfigured, cfg)
+	return nil
 }
 
 func newMemNode() *memNode {

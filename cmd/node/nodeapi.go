@@ -29,6 +29,9 @@ type daemonNode interface {
 	// History calls fn for every stored operation of topic in log order (used for
 	// "from=start" without moving the persisted ack cursor).
 	History(ctx context.Context, topic operation.Topic, fn func(admin.Event) error) error
+	// Reconfigure applies the settings of cfg that may change while the node runs
+	// (config.Reloadable: bootstrap peers and announced addresses).
+	Reconfigure(cfg *config.Config) error
 	// Ready returns nil when the store is open and the host is listening.
 	Ready(ctx context.Context) error
 	// Close stops networking and flushes and closes the store.

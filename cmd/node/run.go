@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +32,8 @@ func newRunCmd() *cobra.Command {
 		Short: "Run a node",
 		Long: `Run a pandanet node: open (or create) the SQLite store <data-dir>/panda.db and the
 identity key, join the network, subscribe to and sync the topics of --topics-file (reloaded
-when it changes), and serve metrics and the admin API.
+when it changes), and serve metrics and the admin API. When the --config file changes, its
+bootstrap and announce keys take effect without a restart; other keys need one.
 
 Every flag can also be set with an environment variable PANDA_<FLAG> (upper case,
 dashes as underscores, lists comma-separated) or a key of the same name in the YAML
@@ -48,11 +50,12 @@ is flushed before the process exits.`,
     --admin-listen 0.0.0.0:7070 --admin-token-file /etc/panda/admin/token`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(cmd.Flags(), nil)
+			load := func() (*config.Config, error) { return config.Load(cmd.Flags(), nil) }
+			cfg, err := load()
 			if err != nil {
 				return err
 			}
-			return runDaemon(cmd.Context(), cfg, cmd.ErrOrStderr())
+			return runDaemon(cmd.Context(), cfg, load, cmd.ErrOrStderr())
 		},
 	}
 	config.RegisterFlags(cmd.Flags())
@@ -83,7 +86,9 @@ func loadKey(cfg *config.Config, log *slog.Logger) (operation.PrivateKey, error)
 }
 
 // runDaemon runs the node until ctx is cancelled (SIGTERM/SIGINT) or a server fails.
-func runDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
+// runDaemon runs the node until ctx ends. load builds the configuration again when the
+// --config file changes (nil: the file is not watched).
+func runDaemon(ctx context.Context, cfg *config.Config, load func() (*config.Config, error), stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
 	slog.SetDefault(log)
 
@@ -172,6 +177,31 @@ func runDaemon(ctx context.Context, cfg *config.Config, stderr io.Writer) error 
 		}
 		w.OnError = func(err error) {
 			log.Warn("topics file unreadable, keeping current topics", "path", cfg.TopicsFile, "err", err)
+		}
+		watcher.Add(1)
+		go func() { defer watcher.Done(); w.Run(wctx) }()
+	}
+
+	if cfg.ConfigFile != "" && load != nil {
+		w := config.NewConfigWatcher(cfg, load)
+		w.OnChange = func(_, next *config.Config, changed []string) {
+			var restart []string
+			for _, key := range changed {
+				if !slices.Contains(config.Reloadable, key) {
+					restart = append(restart, key)
+				}
+			}
+			if len(restart) > 0 {
+				log.Warn("config file changed keys that apply only after a restart", "path", cfg.ConfigFile, "keys", restart)
+			}
+			if len(restart) < len(changed) {
+				if err := node.Reconfigure(next); err != nil {
+					log.Error("apply reloaded config", "path", cfg.ConfigFile, "err", err)
+				}
+			}
+		}
+		w.OnError = func(err error) {
+			log.Warn("config file does not load, keeping the current settings", "path", cfg.ConfigFile, "err", err)
 		}
 		watcher.Add(1)
 		go func() { defer watcher.Done(); w.Run(wctx) }()

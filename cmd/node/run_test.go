@@ -44,7 +44,7 @@ func TestRunDaemonGracefulShutdown(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	done := make(chan error, 1)
-	go func() { done <- runDaemon(ctx, cfg, io.Discard) }()
+	go func() { done <- runDaemon(ctx, cfg, nil, io.Discard) }()
 
 	c, err := admin.NewClient(adminAddr)
 	if err != nil {

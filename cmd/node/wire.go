@@ -35,13 +35,9 @@ var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
 		ack = node.Explicit
 	}
 	m := p.metrics
-	var boots []ma.Multiaddr
-	for i := range p.cfg.Bootstrap {
-		addrs, err := peer.AddrInfoToP2pAddrs(&p.cfg.Bootstrap[i])
-		if err != nil {
-			return nil, fmt.Errorf("bootstrap %s: %w", p.cfg.Bootstrap[i].ID, err)
-		}
-		boots = append(boots, addrs...)
+	boots, err := bootstrapAddrs(p.cfg)
+	if err != nil {
+		return nil, err
 	}
 	netCfg := node.NetworkConfig{
 		Config: p2p.Config{
@@ -52,9 +48,10 @@ var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
 			Public:         p.cfg.Public,
 			RelayService:   p.cfg.RelayService,
 			MDNS:           p.cfg.MDNS,
-			// Edge nodes keep a slot on their bootstrap relays, so peers that cannot dial
-			// them directly still can through the relay.
-			RelayReservations: !p.cfg.Public && len(boots) > 0,
+			// Edge nodes keep a slot on their bootstrap relays (also those added by a
+			// config reload), so peers that cannot dial them directly still can through
+			// the relay.
+			RelayReservations: !p.cfg.Public,
 		},
 		Logger:      p.log,
 		OnSyncEvent: func(ev psync.Event) { observeSync(m, ev) },
@@ -84,6 +81,19 @@ var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
 	ln.wg.Add(1)
 	go ln.pollStoreSize()
 	return ln, nil
+}
+
+// bootstrapAddrs flattens the configured bootstrap peers into full multiaddrs.
+func bootstrapAddrs(cfg *config.Config) ([]ma.Multiaddr, error) {
+	var boots []ma.Multiaddr
+	for i := range cfg.Bootstrap {
+		addrs, err := peer.AddrInfoToP2pAddrs(&cfg.Bootstrap[i])
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap %s: %w", cfg.Bootstrap[i].ID, err)
+		}
+		boots = append(boots, addrs...)
+	}
+	return boots, nil
 }
 
 // observeSync feeds sync session events into the metrics.
@@ -155,6 +165,23 @@ func (l *libNode) Peers() []admin.PeerStatus {
 		out = append(out, admin.PeerStatus{PeerID: p.ID.String(), Addresses: addrs, Direction: strings.ToLower(p.Direction.String()), Relayed: p.Relayed})
 	}
 	return out
+}
+
+func (l *libNode) Reconfigure(cfg *config.Config) error {
+	boots, err := bootstrapAddrs(cfg)
+	if err != nil {
+		return err
+	}
+	added, removed, err := l.n.SetBootstrapPeers(boots)
+	if err != nil {
+		return fmt.Errorf("set bootstrap peers: %w", err)
+	}
+	if err := l.n.SetAnnounceAddrs(cfg.Announce); err != nil {
+		return fmt.Errorf("set announce addresses: %w", err)
+	}
+	l.log.Info("network settings reloaded", "bootstrap_added", added, "bootstrap_removed", removed,
+		"announce", cfg.Announce)
+	return nil
 }
 
 // Ready reports whether the node can serve: the store answers and the host listens.

@@ -77,6 +77,9 @@ type Config struct {
 	LogFormat LogFormat
 	LogLevel  slog.Level
 	AckPolicy AckPolicy
+
+	// raw holds every option's resolved text, for Changed.
+	raw map[string][]string
 }
 
 // DatabasePath is where the SQLite database lives.
@@ -324,7 +327,10 @@ func build(vals map[string]value) (*Config, error) {
 	bad := func(key string, v string, err error) error {
 		return &Error{Key: key, Source: vals[key].source, Value: v, Err: err}
 	}
-	c := &Config{ConfigFile: vals["config"].str}
+	c := &Config{ConfigFile: vals["config"].str, raw: make(map[string][]string, len(vals))}
+	for name, v := range vals {
+		c.raw[name] = append([]string{v.str}, v.list...)
+	}
 
 	for _, key := range []string{"relay-service", "public", "mdns"} {
 		b, err := strconv.ParseBool(strings.TrimSpace(vals[key].str))

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
@@ -17,9 +16,6 @@ import (
 
 // MaxTopicsFileSize bounds the topics file; a ConfigMap is at most 1 MiB anyway.
 const MaxTopicsFileSize = 1 << 20
-
-// DefaultTopicsPollInterval is how often WatchTopicsFile looks at the file.
-const DefaultTopicsPollInterval = 2 * time.Second
 
 // Topic is one line of a topics file: the name as written and the id it maps to.
 type Topic struct {
@@ -119,14 +115,9 @@ func DiffTopics(old, new []Topic) TopicsChange {
 }
 
 // TopicsWatcher polls a topics file and reports changes of the topic set.
-//
-// Polling (instead of inotify) is deliberate: Kubernetes updates a ConfigMap mount by
-// atomically swapping the ..data symlink, which inotify watches on the file miss, while a
-// poll that re-reads through the symlink and compares a content hash always sees it. The file
-// is tiny, so reading it every interval costs nothing.
 type TopicsWatcher struct {
 	Path     string
-	Interval time.Duration // DefaultTopicsPollInterval if zero
+	Interval time.Duration // DefaultPollInterval if zero
 	// OnChange is called (from Run's goroutine) when the set of topics changed.
 	OnChange func(TopicsChange)
 	// OnError is called when the file cannot be read or parsed; the previous set stays in
@@ -134,70 +125,37 @@ type TopicsWatcher struct {
 	OnError func(error)
 
 	current []Topic
-	hash    [sha256.Size]byte
-	lastErr string
+	file    polledFile
 }
 
 // NewTopicsWatcher returns a watcher that treats initial as the current content, typically
 // Config.Topics as loaded at start-up.
 func NewTopicsWatcher(path string, initial []Topic) *TopicsWatcher {
-	w := &TopicsWatcher{Path: path, current: initial}
-	if data, err := readTopicsFile(path); err == nil {
-		w.hash = sha256.Sum256(data)
-	}
-	return w
+	return &TopicsWatcher{Path: path, current: initial, file: newPolledFile(path, readTopicsFile)}
 }
 
 // Run polls until ctx is done.
-func (w *TopicsWatcher) Run(ctx context.Context) {
-	interval := w.Interval
-	if interval <= 0 {
-		interval = DefaultTopicsPollInterval
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			w.Poll()
-		}
-	}
-}
+func (w *TopicsWatcher) Run(ctx context.Context) { runPolls(ctx, w.Interval, w.Poll) }
 
 // Poll checks the file once. Run calls it on every tick; tests call it directly.
 func (w *TopicsWatcher) Poll() {
-	data, err := readTopicsFile(w.Path)
+	data, changed, err := w.file.poll()
 	if err != nil {
-		w.fail(err)
+		w.file.report(err, w.OnError)
 		return
 	}
-	h := sha256.Sum256(data)
-	if h == w.hash {
-		w.lastErr = ""
+	if !changed {
 		return
 	}
 	topics, err := ParseTopics(bytes.NewReader(data))
 	if err != nil {
-		w.fail(fmt.Errorf("%s: %w", w.Path, err))
+		w.file.report(fmt.Errorf("%s: %w", w.Path, err), w.OnError)
 		return
 	}
-	w.hash, w.lastErr = h, ""
+	w.file.accept(data)
 	ch := DiffTopics(w.current, topics)
 	w.current = topics
 	if (len(ch.Added) > 0 || len(ch.Removed) > 0) && w.OnChange != nil {
 		w.OnChange(ch)
-	}
-}
-
-// fail reports an error once until it changes, so a missing file does not log every 2 s.
-func (w *TopicsWatcher) fail(err error) {
-	if err.Error() == w.lastErr {
-		return
-	}
-	w.lastErr = err.Error()
-	if w.OnError != nil {
-		w.OnError(err)
 	}
 }

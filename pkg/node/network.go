@@ -474,6 +474,27 @@ func (n *Node) InsertBootstrap(ctx context.Context, addr ma.Multiaddr) error {
 	return n.net.host.InsertBootstrap(ctx, addr)
 }
 
+// SetBootstrapPeers replaces the bootstrap peers (full multiaddrs with /p2p/) while the
+// node runs: new ones are dialed and kept connected, removed ones are no longer redialed.
+// It returns how many were added and removed.
+func (n *Node) SetBootstrapPeers(addrs []ma.Multiaddr) (added, removed int, err error) {
+	if n.net == nil {
+		return 0, 0, ErrOffline
+	}
+	return n.net.host.SetBootstrapPeers(addrs)
+}
+
+// SetAnnounceAddrs replaces the addresses the node advertises (nil: its listen addresses),
+// for example when a public address becomes known after start. Connected peers learn the
+// change within a few seconds.
+func (n *Node) SetAnnounceAddrs(addrs []ma.Multiaddr) error {
+	if n.net == nil {
+		return ErrOffline
+	}
+	n.net.host.SetAnnounceAddrs(addrs)
+	return nil
+}
+
 // Events returns node-level networking events emitted after the call, until ctx ends or
 // the node closes. A consumer that does not keep up loses events (they are logged).
 func (n *Node) Events(ctx context.Context) (<-chan SystemEvent, error) {

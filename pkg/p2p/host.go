@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -61,6 +62,9 @@ type Host struct {
 	ownRecordMu sync.Mutex
 	ownRecord   ownRecordCache
 	clock       hybridClock
+
+	// announce replaces the advertised addresses when not empty (SetAnnounceAddrs).
+	announce atomic.Pointer[[]ma.Multiaddr]
 
 	// boots keeps bootstrap peers connected; lan the peers mDNS found.
 	boots *keeper
@@ -120,6 +124,7 @@ func New(ctx context.Context, config Config) (*Host, error) {
 		ephTopics:    make(map[string]*ephemeralShared),
 	}
 	p.events = newEventBus(p.log)
+	p.SetAnnounceAddrs(cfg.AnnounceAddrs)
 	p.boots = newKeeper(p, "bootstrap", bootstrapMinBackoff, bootstrapMaxBackoff)
 	p.lan = newKeeper(p, "mdns", lanMinBackoff, lanMaxBackoff)
 	for range cfg.Walkers {
@@ -308,12 +313,12 @@ func (p *Host) Addrs() []ma.Multiaddr {
 	return full
 }
 
-// addrsFactory applies AnnounceAddrs and adds the circuit addresses of our explicit
+// addrsFactory applies the announce addresses and adds the circuit addresses of our explicit
 // reservations, which AutoRelay would drop for non-public relays.
 func (p *Host) addrsFactory(addrs []ma.Multiaddr) []ma.Multiaddr {
 	out := addrs
-	if len(p.cfg.AnnounceAddrs) > 0 {
-		out = slices.Clone(p.cfg.AnnounceAddrs)
+	if announce := *p.announce.Load(); len(announce) > 0 {
+		out = slices.Clone(announce)
 		// keep what AutoRelay added
 		for _, a := range addrs {
 			if isRelayed(a) {
@@ -414,10 +419,49 @@ func (p *Host) addBootstrap(ai peer.AddrInfo) {
 	p.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
 	p.h.ConnManager().Protect(ai.ID, tagBootstrap)
 	p.book.add(ai.ID, true)
-	p.boots.keep(ai, 0, 0)
-	if p.cfg.RelayReservations && !p.cfg.RelayService {
+	if p.boots.keep(ai, 0, 0) && p.cfg.RelayReservations && !p.cfg.RelayService {
 		p.keepReservation(ai)
 	}
+}
+
+// SetBootstrapPeers replaces the bootstrap peers (full multiaddrs with /p2p/): new ones
+// are dialed and kept connected like those of the Config, removed ones are no longer
+// redialed, protected or used as relays. Open connections stay until trimmed. It returns
+// how many peers were added and removed.
+func (p *Host) SetBootstrapPeers(addrs []ma.Multiaddr) (added, removed int, err error) {
+	infos, err := addrInfos(addrs)
+	if err != nil {
+		return 0, 0, err
+	}
+	want := make(map[peer.ID]bool, len(infos))
+	for _, ai := range infos {
+		if ai.ID == p.h.ID() {
+			continue
+		}
+		want[ai.ID] = true
+		if !p.boots.has(ai.ID) {
+			added++
+		}
+		p.addBootstrap(ai)
+	}
+	for _, id := range p.boots.ids() {
+		if want[id] {
+			continue
+		}
+		p.boots.forget(id)
+		p.h.ConnManager().Unprotect(id, tagBootstrap)
+		p.book.remove(id)
+		removed++
+	}
+	return added, removed, nil
+}
+
+// SetAnnounceAddrs replaces the addresses the host advertises (nil: its listen
+// addresses), as Config.AnnounceAddrs does at start. libp2p recomputes its addresses every
+// few seconds and pushes the change to connected peers with identify.
+func (p *Host) SetAnnounceAddrs(addrs []ma.Multiaddr) {
+	cp := slices.Clone(addrs)
+	p.announce.Store(&cp)
 }
 
 const (

@@ -37,9 +37,9 @@ func newKeeper(p *Host, name string, minBackoff, maxBackoff time.Duration) *keep
 		peers: make(map[peer.ID]*keptPeer), kick: make(chan struct{}, 1)}
 }
 
-// keep adds a peer or refreshes its addresses. The first dial is due after delay; ttl > 0
-// forgets the peer ttl after the last call to keep for it.
-func (k *keeper) keep(ai peer.AddrInfo, delay, ttl time.Duration) {
+// keep adds a peer or refreshes its addresses and reports whether it was new. The first
+// dial is due after delay; ttl > 0 forgets the peer ttl after the last call to keep for it.
+func (k *keeper) keep(ai peer.AddrInfo, delay, ttl time.Duration) bool {
 	now := time.Now()
 	k.mu.Lock()
 	kp, ok := k.peers[ai.ID]
@@ -53,6 +53,33 @@ func (k *keeper) keep(ai peer.AddrInfo, delay, ttl time.Duration) {
 	}
 	k.mu.Unlock()
 	k.wake()
+	return !ok
+}
+
+// forget stops keeping a peer connected (an open connection stays until trimmed).
+func (k *keeper) forget(id peer.ID) {
+	k.mu.Lock()
+	delete(k.peers, id)
+	k.mu.Unlock()
+}
+
+// has reports whether the peer is kept.
+func (k *keeper) has(id peer.ID) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_, ok := k.peers[id]
+	return ok
+}
+
+// ids lists the kept peers.
+func (k *keeper) ids() []peer.ID {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([]peer.ID, 0, len(k.peers))
+	for id := range k.peers {
+		out = append(out, id)
+	}
+	return out
 }
 
 // wake makes the loop look at its peers now.

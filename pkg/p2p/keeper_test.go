@@ -75,3 +75,53 @@ func TestBootstrapPeerRedialedUntilReachable(t *testing.T) {
 		return ok && pc.Peer == second.ID()
 	})
 }
+
+// Bootstrap peers replaced at runtime: an added one is dialed, a removed one is no longer
+// redialed once its connection goes.
+func TestSetBootstrapPeers(t *testing.T) {
+	boot := newTestHost(t, nil)
+	edge := newTestHost(t, nil)
+	full := boot.Addrs()
+	added, removed, err := edge.SetBootstrapPeers(full)
+	if err != nil || added != 1 || removed != 0 {
+		t.Fatalf("SetBootstrapPeers = %d added, %d removed, %v; want 1, 0, nil", added, removed, err)
+	}
+	eventually(t, "the added bootstrap peer to be connected", func() bool {
+		return edge.Libp2p().Network().Connectedness(boot.ID()) == network.Connected
+	})
+	// Setting the same list again changes nothing.
+	if added, removed, err := edge.SetBootstrapPeers(full); err != nil || added != 0 || removed != 0 {
+		t.Fatalf("same list again = %d added, %d removed, %v", added, removed, err)
+	}
+	if _, _, err := edge.SetBootstrapPeers([]ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/1")}); err == nil {
+		t.Fatal("an address without /p2p/ was accepted")
+	}
+
+	if added, removed, err := edge.SetBootstrapPeers(nil); err != nil || added != 0 || removed != 1 {
+		t.Fatalf("SetBootstrapPeers(nil) = %d added, %d removed, %v; want 0, 1, nil", added, removed, err)
+	}
+	if err := edge.Libp2p().Network().ClosePeer(boot.ID()); err != nil {
+		t.Fatal(err)
+	}
+	// The keeper looks every second; three ticks without a redial show it forgot the peer.
+	time.Sleep(3 * time.Second)
+	if edge.Libp2p().Network().Connectedness(boot.ID()) == network.Connected {
+		t.Fatal("a removed bootstrap peer was dialed again")
+	}
+}
+
+// SetAnnounceAddrs replaces the advertised addresses while the host runs.
+func TestSetAnnounceAddrs(t *testing.T) {
+	h := newTestHost(t, nil)
+	public := ma.StringCast("/ip4/203.0.113.9/tcp/4001")
+	h.SetAnnounceAddrs([]ma.Multiaddr{public})
+	eventually(t, "the announced address to be advertised", func() bool {
+		addrs := h.Libp2p().Addrs()
+		return len(addrs) == 1 && addrs[0].Equal(public)
+	})
+	h.SetAnnounceAddrs(nil)
+	eventually(t, "the listen address to be advertised again", func() bool {
+		addrs := h.Libp2p().Addrs()
+		return len(addrs) == 1 && !addrs[0].Equal(public)
+	})
+}

@@ -170,13 +170,13 @@ func (p *Host) reservationAddrs() []ma.Multiaddr {
 }
 
 // keepReservation refreshes a reservation on relay before it expires, retrying with
-// backoff while the relay is unreachable.
+// backoff while the relay is unreachable, until the relay is no longer a bootstrap peer.
 func (p *Host) keepReservation(relayInfo peer.AddrInfo) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		backoff := time.Second
-		for {
+		for p.boots.has(relayInfo.ID) {
 			ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 			rsv, err := p.Reserve(ctx, relayInfo)
 			cancel()
@@ -197,6 +197,9 @@ func (p *Host) keepReservation(relayInfo peer.AddrInfo) {
 				return
 			}
 		}
+		p.resMu.Lock()
+		delete(p.reservations, relayInfo.ID)
+		p.resMu.Unlock()
 	}()
 }
 
