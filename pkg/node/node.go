@@ -33,7 +33,9 @@ type AckPolicy uint8
 
 const (
 	// Automatic acknowledges an operation when it is handed to the subscription's event
-	// channel. A crash before the app processed the buffered events loses them for the app.
+	// channel. A crash before the app processed the buffered events loses them for the app;
+	// with WithEventBuffer(0) the hand-over is the app's receive, as in p2panda, where the
+	// stream acknowledges what it yields.
 	Automatic AckPolicy = iota
 	// Explicit leaves acknowledging to the app (ProcessedOperation.Ack or
 	// Subscription.Ack), after it processed the event: at-least-once across crashes.
@@ -106,7 +108,8 @@ func WithMaxPayloadSize(n uint64) Option {
 }
 
 // WithEventBuffer sets the capacity of each subscription's event channel (default 16). A
-// full channel back-pressures that topic only.
+// full channel back-pressures that topic only. 0 (unbuffered) makes the Automatic policy
+// acknowledge an operation only once the app has received it from the channel.
 func WithEventBuffer(n int) Option {
 	return func(c *config) error {
 		if n < 0 {

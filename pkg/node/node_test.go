@@ -605,3 +605,50 @@ func TestNetworkSeams(t *testing.T) {
 		t.Fatalf("topic removal %+v %v", c, err)
 	}
 }
+
+// With an unbuffered event channel, Automatic acknowledges exactly what the app received:
+// events the app never took are delivered again after a restart.
+func TestAutomaticAckWithUnbufferedEventsIsReceipt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.sqlite")
+	key, _ := operation.GenerateKey()
+	ctx := testCtx(t)
+	open := func() *Node {
+		n, err := New(ctx, WithDatabase(path), WithPrivateKey(key), WithAckPolicy(Automatic), WithEventBuffer(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	n := open()
+	pub, sub, err := n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hashes []operation.Hash
+	for i := range 4 {
+		hashes = append(hashes, publish(t, pub, fmt.Sprint(i)))
+	}
+	for _, want := range hashes[:2] {
+		if got := processed(t, next(t, sub)); got.Hash != want {
+			t.Fatalf("received %s, want %s", got.Hash.Short(), want.Short())
+		}
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	n = open()
+	defer n.Close()
+	_, sub, err = n.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, ok := next(t, sub).(ReplayStarted); !ok || ev.Total != 2 {
+		t.Fatalf("want ReplayStarted{2} for the two events never received, got %+v", ev)
+	}
+	for _, want := range hashes[2:] {
+		if got := processed(t, next(t, sub)); got.Hash != want {
+			t.Fatalf("replayed %s, want %s", got.Hash.Short(), want.Short())
+		}
+	}
+}
