@@ -82,6 +82,11 @@ func (n *Node) startNetwork(ctx context.Context, cfg *NetworkConfig) error {
 	if pc.Logger == nil {
 		pc.Logger = log
 	}
+	if pc.AddressStore == nil {
+		// The address book lives next to the operations, so a restarted node finds the
+		// peers it knew without a bootstrap peer.
+		pc.AddressStore = n.store
+	}
 	host, err := p2p.New(ctx, pc)
 	if err != nil {
 		return fmt.Errorf("start network: %w", err)

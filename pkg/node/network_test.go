@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -248,4 +249,51 @@ func TestOtherNetworkGetsNothing(t *testing.T) {
 			t.Fatal("foreign node counts a as an in-network peer")
 		}
 	}
+}
+
+// An edge node that restarts without any bootstrap peer finds the always-on node it knew
+// through the address book persisted in its database, and catches up what it missed.
+func TestRestartWithoutBootstrapFindsKnownPeers(t *testing.T) {
+	ctx := testCtx(t)
+	always := netNode(t, func(c *NetworkConfig) { c.Public = true })
+	pubAlways, _, err := always.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "edge.sqlite")
+	key, err := operation.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	openEdge := func(opts ...netOpt) *Node {
+		cfg := NetworkConfig{Config: p2p.Config{
+			NetworkID:       testNetwork,
+			ListenAddrs:     []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
+			WalkInterval:    100 * time.Millisecond,
+			MaxWalkInterval: time.Second,
+		}, Logger: testLogger()}
+		for _, o := range opts {
+			o(&cfg)
+		}
+		return newNode(t, WithDatabase(path), WithPrivateKey(key), WithNetwork(cfg))
+	}
+
+	edge := openEdge(bootstrapTo(always))
+	pubEdge, _, err := edge.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, pubEdge, "from the edge")
+	waitStored(t, always, topicT, 1)
+	if err := edge.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	publish(t, pubAlways, "while the edge was away 1")
+	publish(t, pubAlways, "while the edge was away 2")
+	edge = openEdge() // no bootstrap peer, no mDNS
+	if _, _, err := edge.Stream(ctx, topicT); err != nil {
+		t.Fatal(err)
+	}
+	waitStored(t, edge, topicT, 3)
 }

@@ -72,6 +72,15 @@ func (b *addressBook) remove(id peer.ID) {
 	}
 }
 
+// demote makes a bootstrap entry an ordinary one (SetBootstrapPeers removed the peer).
+func (b *addressBook) demote(id peer.ID) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e, ok := b.entries[id]; ok {
+		e.bootstrap = false
+	}
+}
+
 func (b *addressBook) failed(id peer.ID) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -85,6 +94,36 @@ func (b *addressBook) succeeded(id peer.ID) {
 	defer b.mu.Unlock()
 	if e, ok := b.entries[id]; ok {
 		e.lastSucceeded = time.Now()
+	}
+}
+
+// bookSnapshot is one entry as persisted.
+type bookSnapshot struct {
+	id                        peer.ID
+	lastSucceeded, lastFailed time.Time
+}
+
+// snapshot copies every entry.
+func (b *addressBook) snapshot() []bookSnapshot {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]bookSnapshot, 0, len(b.entries))
+	for id, e := range b.entries {
+		out = append(out, bookSnapshot{id: id, lastSucceeded: e.lastSucceeded, lastFailed: e.lastFailed})
+	}
+	return out
+}
+
+// restore adds a persisted peer with its connection history (an existing entry keeps its
+// own, newer history).
+func (b *addressBook) restore(id peer.ID, lastSucceeded, lastFailed time.Time) {
+	if !b.add(id, false) {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e, ok := b.entries[id]; ok {
+		e.lastSucceeded, e.lastFailed = lastSucceeded, lastFailed
 	}
 }
 

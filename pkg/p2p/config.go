@@ -56,6 +56,11 @@ type Config struct {
 	// DisableHolePunching turns DCUtR off (it is on by default).
 	DisableHolePunching bool
 
+	// AddressStore, when set, persists the address book: peers with a signed peer record
+	// are loaded at start, so the random walk finds them again without a bootstrap peer,
+	// and saved every minute and at Close.
+	AddressStore AddressStore
+
 	// DisableRandomWalk stops this node from initiating discovery sessions. It still
 	// answers them.
 	DisableRandomWalk bool

@@ -66,6 +66,9 @@ type Host struct {
 	// announce replaces the advertised addresses when not empty (SetAnnounceAddrs).
 	announce atomic.Pointer[[]ma.Multiaddr]
 
+	// bookLoaded is set once the persisted address book was loaded (so Close saves it).
+	bookLoaded atomic.Bool
+
 	// boots keeps bootstrap peers connected; lan the peers mDNS found.
 	boots *keeper
 	lan   *keeper
@@ -230,6 +233,18 @@ func (p *Host) start(boots []peer.AddrInfo) error {
 			return fmt.Errorf("start mdns: %w", err)
 		}
 	}
+	if p.cfg.AddressStore != nil {
+		n, err := p.loadAddressBook(p.ctx)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			p.log.Info("address book restored", "peers", n)
+		}
+		p.bookLoaded.Store(true)
+		p.wg.Add(1)
+		go p.persistLoop()
+	}
 	for _, ai := range boots {
 		p.addBootstrap(ai)
 	}
@@ -257,6 +272,14 @@ func (p *Host) Close() error {
 			errs = append(errs, p.mdns.Close())
 		}
 		p.wg.Wait()
+		// A host that never loaded the stored book must not overwrite it.
+		if p.bookLoaded.Load() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := p.saveAddressBook(ctx); err != nil {
+				errs = append(errs, err)
+			}
+			cancel()
+		}
 		p.ephMu.Lock()
 		for _, s := range p.ephTopics {
 			s.closeAll()
@@ -450,7 +473,7 @@ func (p *Host) SetBootstrapPeers(addrs []ma.Multiaddr) (added, removed int, err 
 		}
 		p.boots.forget(id)
 		p.h.ConnManager().Unprotect(id, tagBootstrap)
-		p.book.remove(id)
+		p.book.demote(id)
 		removed++
 	}
 	return added, removed, nil

@@ -42,6 +42,16 @@ CREATE TABLE ack_cursors (
 	PRIMARY KEY (topic, author, log_id)
 ) WITHOUT ROWID;
 `,
+	// 2: the address book (p2panda's node_infos), so a restarted node can find the peers
+	// it knew without asking a bootstrap peer first.
+	`
+CREATE TABLE peers (
+	peer_id        TEXT    NOT NULL PRIMARY KEY,
+	record         BLOB    NOT NULL, -- the peer's signed libp2p peer record (envelope)
+	last_succeeded INTEGER NOT NULL, -- unix ms, 0 = never
+	last_failed    INTEGER NOT NULL  -- unix ms, 0 = never
+) WITHOUT ROWID;
+`,
 }
 
 // SchemaVersion is the user_version this code writes.
