@@ -139,23 +139,16 @@ func (w *TopicsWatcher) Run(ctx context.Context) { runPolls(ctx, w.Interval, w.P
 
 // Poll checks the file once. Run calls it on every tick; tests call it directly.
 func (w *TopicsWatcher) Poll() {
-	data, changed, err := w.file.poll()
-	if err != nil {
-		w.file.report(err, w.OnError)
-		return
-	}
-	if !changed {
-		return
-	}
-	topics, err := ParseTopics(bytes.NewReader(data))
-	if err != nil {
-		w.file.report(fmt.Errorf("%s: %w", w.Path, err), w.OnError)
-		return
-	}
-	w.file.accept(data)
-	ch := DiffTopics(w.current, topics)
-	w.current = topics
-	if (len(ch.Added) > 0 || len(ch.Removed) > 0) && w.OnChange != nil {
-		w.OnChange(ch)
-	}
+	w.file.update(func(data []byte) error {
+		topics, err := ParseTopics(bytes.NewReader(data))
+		if err != nil {
+			return fmt.Errorf("%s: %w", w.Path, err)
+		}
+		ch := DiffTopics(w.current, topics)
+		w.current = topics
+		if (len(ch.Added) > 0 || len(ch.Removed) > 0) && w.OnChange != nil {
+			w.OnChange(ch)
+		}
+		return nil
+	}, w.OnError)
 }

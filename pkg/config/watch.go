@@ -33,34 +33,27 @@ func newPolledFile(path string, read func(string) ([]byte, error)) polledFile {
 	return f
 }
 
-// poll reads the file and reports whether its content differs from the accepted one.
-func (f *polledFile) poll() (data []byte, changed bool, err error) {
-	data, err = f.read(f.path)
+// update reads the file and, when its content differs from the accepted one, calls apply
+// with it. A read or apply error is passed to onError (once until it changes) and the
+// content is not accepted, so the next poll tries again: a half-written or briefly missing
+// file never takes effect.
+func (f *polledFile) update(apply func([]byte) error, onError func(error)) {
+	data, err := f.read(f.path)
+	if err == nil {
+		if sha256.Sum256(data) == f.hash {
+			f.lastErr = ""
+			return
+		}
+		err = apply(data)
+	}
 	if err != nil {
-		return nil, false, err
-	}
-	if sha256.Sum256(data) == f.hash {
-		f.lastErr = ""
-		return data, false, nil
-	}
-	return data, true, nil
-}
-
-// accept makes data the baseline (after it was parsed and applied).
-func (f *polledFile) accept(data []byte) {
-	f.hash, f.lastErr = sha256.Sum256(data), ""
-}
-
-// report passes err to onError once until it changes, so a missing or broken file is not
-// logged on every poll. The baseline stays, so the file is tried again on the next poll.
-func (f *polledFile) report(err error, onError func(error)) {
-	if err.Error() == f.lastErr {
+		if err.Error() != f.lastErr && onError != nil {
+			onError(err)
+		}
+		f.lastErr = err.Error()
 		return
 	}
-	f.lastErr = err.Error()
-	if onError != nil {
-		onError(err)
-	}
+	f.hash, f.lastErr = sha256.Sum256(data), ""
 }
 
 // runPolls calls poll every interval (DefaultPollInterval if zero) until ctx is done.
@@ -111,25 +104,18 @@ func (w *ConfigWatcher) Run(ctx context.Context) { runPolls(ctx, w.Interval, w.P
 
 // Poll checks the file once.
 func (w *ConfigWatcher) Poll() {
-	data, changed, err := w.file.poll()
-	if err != nil {
-		w.file.report(err, w.OnError)
-		return
-	}
-	if !changed {
-		return
-	}
-	next, err := w.Load()
-	if err != nil {
-		w.file.report(err, w.OnError)
-		return
-	}
-	w.file.accept(data)
-	old := w.current
-	w.current = next
-	if diff := old.Changed(next); len(diff) > 0 && w.OnChange != nil {
-		w.OnChange(old, next, diff)
-	}
+	w.file.update(func([]byte) error {
+		next, err := w.Load()
+		if err != nil {
+			return err
+		}
+		old := w.current
+		w.current = next
+		if diff := old.Changed(next); len(diff) > 0 && w.OnChange != nil {
+			w.OnChange(old, next, diff)
+		}
+		return nil
+	}, w.OnError)
 }
 
 // Changed lists the keys (option names, in option order) whose effective values differ

@@ -18,9 +18,9 @@ import (
 	"github.com/pandanet/pandanet/pkg/store"
 )
 
-// benchNetwork is a network config for benchmarks: loopback TCP, no mDNS, quick walks, no
-// logs.
-func benchNetwork(opts ...netOpt) NetworkConfig {
+// loopbackNetwork is the network config of tests and benchmarks: loopback TCP, no mDNS,
+// quick walks, logs only with PANDA_TEST_LOG.
+func loopbackNetwork(opts ...netOpt) NetworkConfig {
 	cfg := NetworkConfig{Config: p2p.Config{
 		NetworkID:       testNetwork,
 		ListenAddrs:     []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
@@ -142,7 +142,7 @@ func BenchmarkCatchUp100k(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "always-on.sqlite")
 	fillTopic(b, path, topic, ops, authors, body)
 
-	always, err := New(ctx, WithDatabase(path), WithNetwork(benchNetwork(func(c *NetworkConfig) {
+	always, err := New(ctx, WithDatabase(path), WithNetwork(loopbackNetwork(func(c *NetworkConfig) {
 		c.Public, c.RelayService = true, true
 	})))
 	if err != nil {
@@ -175,7 +175,7 @@ func BenchmarkCatchUp100k(b *testing.B) {
 		})
 		b.StartTimer()
 		start = time.Now()
-		edge, err := New(ctx, WithDatabase(edgePath), observe, WithNetwork(benchNetwork(bootstrapTo(always))))
+		edge, err := New(ctx, WithDatabase(edgePath), observe, WithNetwork(loopbackNetwork(bootstrapTo(always))))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -234,7 +234,7 @@ func BenchmarkTopicMemory(b *testing.B) {
 	var heapMiB, goroutines float64
 	for i := range b.N {
 		b.StopTimer()
-		n, err := New(ctx, WithDatabase(filepath.Join(b.TempDir(), fmt.Sprintf("mem-%d.sqlite", i))), WithNetwork(benchNetwork()))
+		n, err := New(ctx, WithDatabase(filepath.Join(b.TempDir(), fmt.Sprintf("mem-%d.sqlite", i))), WithNetwork(loopbackNetwork()))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -9,10 +9,7 @@ import (
 	"testing"
 	"time"
 
-	ma "github.com/multiformats/go-multiaddr"
-
 	"github.com/pandanet/pandanet/pkg/operation"
-	"github.com/pandanet/pandanet/pkg/p2p"
 )
 
 var testNetwork = operation.NetworkID(operation.HashOf([]byte("pandanet node tests")))
@@ -42,16 +39,7 @@ func bootstrapTo(peers ...*Node) netOpt {
 // netNode starts a networked node on 127.0.0.1 (TCP only, mDNS off, fast walks).
 func netNode(t *testing.T, opts ...netOpt) *Node {
 	t.Helper()
-	cfg := NetworkConfig{Config: p2p.Config{
-		NetworkID:       testNetwork,
-		ListenAddrs:     []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
-		WalkInterval:    100 * time.Millisecond,
-		MaxWalkInterval: time.Second,
-	}, Logger: testLogger()}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	return newNode(t, WithNetwork(cfg))
+	return newNode(t, WithNetwork(loopbackNetwork(opts...)))
 }
 
 // collect reads events until it saw want distinct Processed messages, failing after a guard
@@ -266,16 +254,7 @@ func TestRestartWithoutBootstrapFindsKnownPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	openEdge := func(opts ...netOpt) *Node {
-		cfg := NetworkConfig{Config: p2p.Config{
-			NetworkID:       testNetwork,
-			ListenAddrs:     []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
-			WalkInterval:    100 * time.Millisecond,
-			MaxWalkInterval: time.Second,
-		}, Logger: testLogger()}
-		for _, o := range opts {
-			o(&cfg)
-		}
-		return newNode(t, WithDatabase(path), WithPrivateKey(key), WithNetwork(cfg))
+		return newNode(t, WithDatabase(path), WithPrivateKey(key), WithNetwork(loopbackNetwork(opts...)))
 	}
 
 	edge := openEdge(bootstrapTo(always))

@@ -39,6 +39,25 @@ func newNode(t *testing.T, opts ...Option) *Node {
 	return n
 }
 
+// reopenable returns a function that opens a node on the same database file and key each
+// time it is called (a restart); the caller closes what it opens.
+func reopenable(t *testing.T, opts ...Option) func() *Node {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "node.sqlite")
+	key, err := operation.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() *Node {
+		t.Helper()
+		n, err := New(context.Background(), append([]Option{WithDatabase(path), WithPrivateKey(key)}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+}
+
 // next returns the next event or fails the test after a generous guard timeout.
 func next(t *testing.T, sub *Subscription) Event {
 	t.Helper()
@@ -466,16 +485,8 @@ func TestRemoteOutOfOrderAndForgedOperations(t *testing.T) {
 }
 
 func TestReplayAfterRestartAndExplicitAckSurvives(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "node.sqlite")
-	key, _ := operation.GenerateKey()
 	ctx := testCtx(t)
-	open := func() *Node {
-		n, err := New(ctx, WithDatabase(path), WithPrivateKey(key), WithAckPolicy(Explicit))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	open := reopenable(t, WithAckPolicy(Explicit))
 	n := open()
 	pub, sub, err := n.Stream(ctx, topicT)
 	if err != nil {
@@ -609,16 +620,8 @@ func TestNetworkSeams(t *testing.T) {
 // With an unbuffered event channel, Automatic acknowledges exactly what the app received:
 // events the app never took are delivered again after a restart.
 func TestAutomaticAckWithUnbufferedEventsIsReceipt(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "node.sqlite")
-	key, _ := operation.GenerateKey()
 	ctx := testCtx(t)
-	open := func() *Node {
-		n, err := New(ctx, WithDatabase(path), WithPrivateKey(key), WithAckPolicy(Automatic), WithEventBuffer(0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	open := reopenable(t, WithAckPolicy(Automatic), WithEventBuffer(0))
 	n := open()
 	pub, sub, err := n.Stream(ctx, topicT)
 	if err != nil {

@@ -124,7 +124,7 @@ func TestPartitionHeals(t *testing.T) {
 	}
 	dbC := filepath.Join(t.TempDir(), "c.sqlite")
 	startC := func() (*Node, *Publisher, *Subscription) {
-		c := newNode(t, WithPrivateKey(key), WithDatabase(dbC), WithNetwork(benchNetwork(bootstrapTo(hub))))
+		c := newNode(t, WithPrivateKey(key), WithDatabase(dbC), WithNetwork(loopbackNetwork(bootstrapTo(hub))))
 		pub, sub, err := c.Stream(ctx, topicT)
 		if err != nil {
 			t.Fatal(err)
