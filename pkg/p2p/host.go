@@ -75,6 +75,7 @@ type Host struct {
 
 	resMu        sync.Mutex
 	reservations map[peer.ID]*reservation
+	reserving    map[peer.ID]bool // relays a keepReservation goroutine runs for
 
 	ephMu     sync.Mutex
 	ephTopics map[string]*ephemeralShared
@@ -124,6 +125,7 @@ func New(ctx context.Context, config Config) (*Host, error) {
 		discSem:      make(chan struct{}, maxConcurrentDiscoverySessions),
 		topicPeers:   newTopicPeerSet(),
 		reservations: make(map[peer.ID]*reservation),
+		reserving:    make(map[peer.ID]bool),
 		ephTopics:    make(map[string]*ephemeralShared),
 	}
 	p.events = newEventBus(p.log)

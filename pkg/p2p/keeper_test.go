@@ -125,3 +125,26 @@ func TestSetAnnounceAddrs(t *testing.T) {
 		return len(addrs) == 1 && !addrs[0].Equal(public)
 	})
 }
+
+// Removing a bootstrap relay and adding it again never runs two reservation keepers for it.
+func TestReaddedBootstrapRelayKeepsOneReservationKeeper(t *testing.T) {
+	relay := newTestHost(t, func(c *Config) { c.Public, c.RelayService = true, true })
+	edge := newTestHost(t, func(c *Config) { c.RelayReservations = true })
+	for _, addrs := range [][]ma.Multiaddr{relay.Addrs(), nil, relay.Addrs(), nil, relay.Addrs()} {
+		if _, _, err := edge.SetBootstrapPeers(addrs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edge.resMu.Lock()
+	n := len(edge.reserving)
+	edge.resMu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d reservation keepers for one relay", n)
+	}
+	eventually(t, "a reservation on the relay", func() bool {
+		edge.resMu.Lock()
+		defer edge.resMu.Unlock()
+		_, ok := edge.reservations[relay.ID()]
+		return ok
+	})
+}

@@ -171,12 +171,20 @@ func (p *Host) reservationAddrs() []ma.Multiaddr {
 
 // keepReservation refreshes a reservation on relay before it expires, retrying with
 // backoff while the relay is unreachable, until the relay is no longer a bootstrap peer.
+// At most one such goroutine runs per relay: a bootstrap peer removed and added again
+// while its goroutine still waits keeps that goroutine.
 func (p *Host) keepReservation(relayInfo peer.AddrInfo) {
+	p.resMu.Lock()
+	defer p.resMu.Unlock()
+	if p.reserving[relayInfo.ID] {
+		return
+	}
+	p.reserving[relayInfo.ID] = true
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		backoff := time.Second
-		for p.boots.has(relayInfo.ID) {
+		for p.stillReserving(relayInfo.ID) {
 			ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 			rsv, err := p.Reserve(ctx, relayInfo)
 			cancel()
@@ -197,10 +205,22 @@ func (p *Host) keepReservation(relayInfo peer.AddrInfo) {
 				return
 			}
 		}
-		p.resMu.Lock()
-		delete(p.reservations, relayInfo.ID)
-		p.resMu.Unlock()
 	}()
+}
+
+// stillReserving reports whether relay is still a bootstrap peer. If not, it drops the
+// relay's reservation and its goroutine mark in one step with the check, so a concurrent
+// keepReservation either sees the mark gone (and starts anew) or its peer kept (and the
+// goroutine goes on).
+func (p *Host) stillReserving(relay peer.ID) bool {
+	p.resMu.Lock()
+	defer p.resMu.Unlock()
+	if p.boots.has(relay) {
+		return true
+	}
+	delete(p.reserving, relay)
+	delete(p.reservations, relay)
+	return false
 }
 
 // waitReservation sleeps up to d, returning early when the connection to the relay is
