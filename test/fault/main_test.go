@@ -25,6 +25,10 @@ var nodeBin string
 var buildErr error
 
 func TestMain(m *testing.M) {
+	if os.Getenv(floodEnv) != "" {
+		// Re-executed inside the attacker's namespace by TestNamespacesConnectionFlood.
+		os.Exit(runFlood())
+	}
 	code := func() int {
 		dir, err := os.MkdirTemp("", "pandanet-fault-bin-")
 		if err != nil {
