@@ -142,18 +142,7 @@ func TestStatefulSetRolloutWithControllerManagerAndKwok(t *testing.T) {
 	t.Cleanup(func() { _ = env.Stop() })
 
 	// kube-controller-manager and kwok log in as cluster admins.
-	admin, err := env.ControlPlane.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig, err := admin.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kcPath := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kcPath, kubeconfig, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kcPath := testenv.AdminKubeconfig(t, env, "admin")
 	startProcess(t, kcm, "--kubeconfig="+kcPath, "--controllers=statefulset,garbagecollector,disruption,namespace",
 		"--leader-elect=false", "--secure-port=0", "--concurrent-statefulset-syncs=2")
 	startProcess(t, kwok, "--kubeconfig="+kcPath, "--manage-all-nodes=false",

@@ -1,5 +1,6 @@
 // Package testenv finds the envtest control-plane binaries for the operator's test
-// suites and decides whether a suite may skip when they are missing.
+// suites, decides whether a suite may skip when they are missing, and gives processes
+// beside a suite an admin kubeconfig.
 package testenv
 
 import (
@@ -7,6 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"testing"
+
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
 // K8sVersion of the envtest binaries (mk/operator.mk ENVTEST_K8S_VERSION).
@@ -57,4 +61,24 @@ func MustRun() bool { return os.Getenv("CI") != "" }
 func executable(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+}
+
+// AdminKubeconfig adds a cluster-admin user (group system:masters) to env's control plane
+// and writes its kubeconfig into a temporary file, for processes that run beside the
+// test (the operator binary, kube-controller-manager, kwok). It returns the file's path.
+func AdminKubeconfig(t testing.TB, env *envtest.Environment, user string) string {
+	t.Helper()
+	u, err := env.ControlPlane.AddUser(envtest.User{Name: user, Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatalf("add envtest user %s: %v", user, err)
+	}
+	kc, err := u.KubeConfig()
+	if err != nil {
+		t.Fatalf("kubeconfig of envtest user %s: %v", user, err)
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
