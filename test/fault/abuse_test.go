@@ -97,6 +97,16 @@ func (a *attacker) open(ctx context.Context, topic operation.Topic) (*rawSession
 	return &rawSession{t: a.t, str: str}, nil
 }
 
+// session opens a session on the abuse topic or fails t.
+func (a *attacker) session(ctx context.Context, t *testing.T) *rawSession {
+	t.Helper()
+	s, err := a.open(ctx, abuseTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func (s *rawSession) send(m *psync.Message) error {
 	body, err := psync.EncodeMessage(m)
 	if err != nil {
@@ -315,10 +325,7 @@ func TestMaliciousPeer(t *testing.T) {
 	t.Run("forged signature", func(t *testing.T) {
 		a.t = t
 		from := fails.len()
-		s, err := a.open(ctx, abuseTopic)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := a.session(ctx, t)
 		if got := s.catchUp(nil); got != 10 {
 			t.Fatalf("honest node pushed %d operations, want its 10", got)
 		}
@@ -337,10 +344,7 @@ func TestMaliciousPeer(t *testing.T) {
 
 	t.Run("forked log", func(t *testing.T) {
 		a.t = t
-		s, err := a.open(ctx, abuseTopic)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := a.session(ctx, t)
 		s.catchUp(nil)
 		if err := s.push(op0, op1); err != nil {
 			t.Fatal(err)
@@ -350,10 +354,7 @@ func TestMaliciousPeer(t *testing.T) {
 		s.str.Close()
 
 		from := fails.len()
-		s, err = a.open(ctx, abuseTopic)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s = a.session(ctx, t)
 		s.catchUp(nil)
 		s.pushInvalid(func(i int) *operation.Operation {
 			return a.sign(1, op0.Hash, fmt.Sprint("evil 1, rewritten ", i))
@@ -372,10 +373,7 @@ func TestMaliciousPeer(t *testing.T) {
 	t.Run("more than announced", func(t *testing.T) {
 		a.t = t
 		from := fails.len()
-		s, err := a.open(ctx, abuseTopic)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := a.session(ctx, t)
 		s.catchUp(nil)
 		op2 := a.sign(2, op1.Hash, "evil 2")
 		op3 := a.sign(3, op2.Hash, "evil 3")
@@ -391,10 +389,7 @@ func TestMaliciousPeer(t *testing.T) {
 	t.Run("oversized frame", func(t *testing.T) {
 		a.t = t
 		from := fails.len()
-		s, err := a.open(ctx, abuseTopic)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := a.session(ctx, t)
 		// Announce a 1 GiB Have; the node must refuse before allocating it.
 		before := heapInUse()
 		s.str.Write(binary.BigEndian.AppendUint32(nil, 1<<30))
@@ -409,10 +404,7 @@ func TestMaliciousPeer(t *testing.T) {
 
 	t.Run("huge heights", func(t *testing.T) {
 		a.t = t
-		s, err := a.open(ctx, abuseTopic)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := a.session(ctx, t)
 		// Claim 2^64-1 for every log the node holds (its own and the attacker's).
 		claim := psync.Heights{}
 		for author := range heightsOf(t, honest) {
@@ -430,10 +422,7 @@ func TestMaliciousPeer(t *testing.T) {
 
 		// A Have with more entries than the limit is a protocol violation.
 		from := fails.len()
-		s, err = a.open(ctx, abuseTopic)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s = a.session(ctx, t)
 		big := psync.Heights{}
 		for i := range psync.DefaultLimits.MaxHaveEntries + 1 {
 			var k operation.PublicKey
@@ -450,10 +439,7 @@ func TestMaliciousPeer(t *testing.T) {
 	t.Run("flood of invalid operations", func(t *testing.T) {
 		a.t = t
 		from := fails.len()
-		s, err := a.open(ctx, abuseTopic)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := a.session(ctx, t)
 		s.catchUp(nil)
 		evilBefore := heightsOf(t, honest)[evil]
 		const flood = 20_000
