@@ -7,4 +7,4 @@ demo: ## Build panda-node and run the store-and-forward demo on 127.0.0.1 (hack/
 	hack/demo.sh $(BIN)/panda-node
 
 node-test: ## Tests of the daemon, CLI, config, admin API and metrics
-	$(GO) test -tags '$(GOTAGS)' $(TEST_FLAGS) ./cmd/node ./pkg/config ./pkg/admin ./pkg/metrics
+	$(GO) test -tags '$(GOTAGS)' $(TEST_FLAGS) ./cmd/node ./internal/...

@@ -14,7 +14,7 @@ ENVTEST_OS_ARCH     := $(shell $(GO) env GOOS)-$(shell $(GO) env GOARCH)
 ENVTEST_DIR         ?= $(BIN)/k8s/$(ENVTEST_K8S_VERSION)-$(ENVTEST_OS_ARCH)
 # Machine-wide cache so a fresh clone on the same machine (CI) reuses a previous build.
 ENVTEST_CACHE       ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pandanet/envtest/$(ENVTEST_K8S_VERSION)
-ENVTEST_BINS        := kube-apiserver etcd kube-controller-manager kwok
+ENVTEST_BINS        := kube-apiserver etcd kube-controller-manager kwok kube-scheduler kubelet kube-proxy kubectl
 
 TEST_DEPS += envtest
 TEST_ENV  += KUBEBUILDER_ASSETS=$(ENVTEST_DIR) \

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pandanet/pandanet/pkg/admin"
+	"github.com/pandanet/pandanet/internal/admin"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 

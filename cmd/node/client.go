@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pandanet/pandanet/pkg/admin"
-	"github.com/pandanet/pandanet/pkg/config"
+	"github.com/pandanet/pandanet/internal/admin"
+	"github.com/pandanet/pandanet/internal/config"
 )
 
 const defaultAdminAddr = "127.0.0.1:7070"

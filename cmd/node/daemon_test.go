@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pandanet/pandanet/pkg/admin"
-	"github.com/pandanet/pandanet/pkg/config"
+	"github.com/pandanet/pandanet/internal/admin"
+	"github.com/pandanet/pandanet/internal/config"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/pandanet/pandanet/pkg/admin"
-	"github.com/pandanet/pandanet/pkg/config"
+	"github.com/pandanet/pandanet/internal/admin"
+	"github.com/pandanet/pandanet/internal/config"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 

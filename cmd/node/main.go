@@ -20,7 +20,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pandanet/pandanet/pkg/config"
+	"github.com/pandanet/pandanet/internal/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".

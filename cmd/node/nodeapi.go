@@ -4,9 +4,9 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/pandanet/pandanet/pkg/admin"
-	"github.com/pandanet/pandanet/pkg/config"
-	"github.com/pandanet/pandanet/pkg/metrics"
+	"github.com/pandanet/pandanet/internal/admin"
+	"github.com/pandanet/pandanet/internal/config"
+	"github.com/pandanet/pandanet/internal/metrics"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 

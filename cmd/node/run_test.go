@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/pandanet/pandanet/pkg/admin"
-	"github.com/pandanet/pandanet/pkg/config"
+	"github.com/pandanet/pandanet/internal/admin"
+	"github.com/pandanet/pandanet/internal/config"
 )
 
 // TestRunDaemonGracefulShutdown runs the daemon in-process on an in-memory node: a publish

@@ -13,14 +13,14 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/pandanet/pandanet/pkg/admin"
-	"github.com/pandanet/pandanet/pkg/config"
-	"github.com/pandanet/pandanet/pkg/metrics"
+	"github.com/pandanet/pandanet/internal/admin"
+	"github.com/pandanet/pandanet/internal/config"
+	"github.com/pandanet/pandanet/internal/metrics"
+	"github.com/pandanet/pandanet/pkg/logsync"
 	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/p2p"
 	"github.com/pandanet/pandanet/pkg/pipeline"
-	psync "github.com/pandanet/pandanet/pkg/sync"
 )
 
 // storeStatsInterval is how often the store size gauge is refreshed.
@@ -54,7 +54,7 @@ var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
 			RelayReservations: !p.cfg.Public,
 		},
 		Logger:      p.log,
-		OnSyncEvent: func(ev psync.Event) { observeSync(m, ev) },
+		OnSyncEvent: func(ev logsync.Event) { observeSync(m, ev) },
 	}
 	if m != nil && m.Registry != nil {
 		netCfg.PrometheusRegisterer = m.Registry
@@ -97,11 +97,11 @@ func bootstrapAddrs(cfg *config.Config) ([]ma.Multiaddr, error) {
 }
 
 // observeSync feeds sync session events into the metrics.
-func observeSync(m *metrics.Metrics, ev psync.Event) {
+func observeSync(m *metrics.Metrics, ev logsync.Event) {
 	switch e := ev.(type) {
-	case psync.SyncStarted:
+	case logsync.SyncStarted:
 		m.SyncStarted()
-	case psync.SyncEnded:
+	case logsync.SyncEnded:
 		m.SyncEnded(e.Err)
 		m.SyncBytes(metrics.Sent, int(e.SentBytes))
 		m.SyncBytes(metrics.Received, int(e.ReceivedBytes))

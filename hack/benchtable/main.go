@@ -55,7 +55,7 @@ type row struct {
 var rows = []row{
 	{Name: "ingest, 1 KiB ops verified+stored", Package: "./pkg/pipeline", Bench: "^BenchmarkIngest$", Metric: "ops/s", Benchtime: "30000x", HigherIsBetter: true, Bound: "verify-all-cores"},
 	{Name: "create+sign+store (Publish)", Package: "./pkg/node", Bench: "^BenchmarkCreateSign$", Metric: "ops/s", Benchtime: "20000x", HigherIsBetter: true, Bound: "sign-one-core"},
-	{Name: "sync 100k ops between two nodes", Package: "./pkg/sync", Bench: "^BenchmarkSync100k$", Metric: "ops/s", Benchtime: "1x", HigherIsBetter: true, Bound: "verify-all-cores"},
+	{Name: "sync 100k ops between two nodes", Package: "./pkg/logsync", Bench: "^BenchmarkSync100k$", Metric: "ops/s", Benchtime: "1x", HigherIsBetter: true, Bound: "verify-all-cores"},
 	{Name: "fresh edge catch-up, 100k-op topic", Package: "./pkg/node", Bench: "^BenchmarkCatchUp100k$", Metric: "s", Benchtime: "1x", HigherIsBetter: false, Bound: "catchup-100k-at-verify-rate"},
 	{Name: "gossip latency p50, 5 nodes", Package: "./pkg/p2p", Bench: "^BenchmarkGossipLatency$", Metric: "p50-ms", Benchtime: "300x", HigherIsBetter: false, Bound: "gossip-hop-floor-ms"},
 	{Name: "gossip latency p99, 5 nodes", Package: "./pkg/p2p", Bench: "^BenchmarkGossipLatency$", Metric: "p99-ms", Benchtime: "300x", HigherIsBetter: false, Bound: "gossip-hop-floor-ms"},

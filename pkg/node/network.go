@@ -1,6 +1,6 @@
 package node
 
-// Networking: a pkg/p2p host (libp2p, discovery, gossip, relay) plus a pkg/sync manager
+// Networking: a pkg/p2p host (libp2p, discovery, gossip, relay) plus a pkg/logsync manager
 // (log sync sessions), wired to the node's pipeline through the seams in seams.go:
 //
 //	streamed topics ──► sync.Subscribe + discovery interest (host.AddTopic)
@@ -19,11 +19,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/pandanet/pandanet/pkg/logsync"
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/p2p"
 	"github.com/pandanet/pandanet/pkg/pipeline"
 	"github.com/pandanet/pandanet/pkg/store"
-	psync "github.com/pandanet/pandanet/pkg/sync"
 )
 
 // SyncProtocol is the name of the log-sync protocol; the host namespaces it by network id.
@@ -40,11 +40,11 @@ type SystemEvent = p2p.Event
 type NetworkConfig struct {
 	p2p.Config
 	// Sync tunes log-sync sessions (timeouts, limits, backoff); zero values are defaults.
-	Sync psync.Config
+	Sync logsync.Config
 	// Logger receives networking logs (default: slog.Default()).
 	Logger *slog.Logger
 	// OnSyncEvent, if set, sees every sync event (for metrics); it must be fast.
-	OnSyncEvent func(psync.Event)
+	OnSyncEvent func(logsync.Event)
 }
 
 // WithNetwork connects the node to peers: a libp2p host with discovery, gossip and relay
@@ -59,7 +59,7 @@ func WithNetwork(cfg NetworkConfig) Option {
 type network struct {
 	n    *Node
 	host *p2p.Host
-	sync *psync.Manager
+	sync *logsync.Manager
 	log  *slog.Logger
 	sink *syncSink
 
@@ -99,13 +99,13 @@ func (n *Node) startNetwork(ctx context.Context, cfg *NetworkConfig) error {
 	sc.Store = syncStore{n.store}
 	sc.Sink = nw.sink
 	userHook := cfg.OnSyncEvent
-	sc.OnEvent = func(ev psync.Event) {
+	sc.OnEvent = func(ev logsync.Event) {
 		if userHook != nil {
 			userHook(ev)
 		}
 		nw.onSyncEvent(ev)
 	}
-	nw.sync, err = psync.NewManager(host.Libp2p(), sc)
+	nw.sync, err = logsync.NewManager(host.Libp2p(), sc)
 	if err != nil {
 		host.Close()
 		return fmt.Errorf("start log sync: %w", err)
@@ -195,7 +195,7 @@ func (nw *network) removeTopic(t operation.Topic) {
 }
 
 func (nw *network) addPeer(t operation.Topic, p peer.ID) {
-	if err := nw.sync.AddPeer(t, p); err != nil && !errors.Is(err, psync.ErrClosed) && !errors.Is(err, psync.ErrNotSubscribed) {
+	if err := nw.sync.AddPeer(t, p); err != nil && !errors.Is(err, logsync.ErrClosed) && !errors.Is(err, logsync.ErrNotSubscribed) {
 		nw.log.Debug("start sync", "topic", t, "peer", p, "err", err)
 	}
 }
@@ -258,17 +258,17 @@ func (nw *network) eventLoop(events <-chan p2p.Event) {
 
 // onSyncEvent maps sync events onto the topic's subscription. It runs on the session's
 // goroutine, so a subscriber that does not read back-pressures that session only.
-func (nw *network) onSyncEvent(ev psync.Event) {
+func (nw *network) onSyncEvent(ev logsync.Event) {
 	ctx := nw.ctx
 	switch e := ev.(type) {
-	case psync.SyncStarted:
+	case logsync.SyncStarted:
 		author, _ := p2p.PublicKeyFromPeerID(e.Peer)
 		nw.n.emitTopicEvent(ctx, e.Topic, SyncStarted{
 			Peer: author, SessionID: e.SessionID,
 			IncomingOps: e.IncomingOps, OutgoingOps: e.OutgoingOps,
 			IncomingBytes: e.IncomingBytes, OutgoingBytes: e.OutgoingBytes,
 		})
-	case psync.SyncEnded:
+	case logsync.SyncEnded:
 		author, _ := p2p.PublicKeyFromPeerID(e.Peer)
 		// Catch-up is over and Settle drained its checks; live-phase operations start a
 		// fresh check state lazily, so nothing accumulates per finished catch-up.
@@ -278,7 +278,7 @@ func (nw *network) onSyncEvent(ev psync.Event) {
 			SentOps: e.SentOps, ReceivedOps: e.ReceivedOps,
 			SentBytes: e.SentBytes, ReceivedBytes: e.ReceivedBytes, Err: e.Err,
 		})
-	case psync.SessionFailed:
+	case logsync.SessionFailed:
 		nw.sink.endSession(e.SessionID)
 		lvl := slog.LevelDebug
 		if e.Misbehaving {
@@ -291,9 +291,9 @@ func (nw *network) onSyncEvent(ev psync.Event) {
 // syncStore adapts the store to what sync sessions read.
 type syncStore struct{ s *store.Store }
 
-func (a syncStore) LogHeights(ctx context.Context, topic operation.Topic) (psync.Heights, error) {
+func (a syncStore) LogHeights(ctx context.Context, topic operation.Topic) (logsync.Heights, error) {
 	h, err := a.s.LogHeights(ctx, topic)
-	return psync.Heights(h), err
+	return logsync.Heights(h), err
 }
 
 func (a syncStore) LogRange(ctx context.Context, author operation.PublicKey, log operation.LogID, from, to uint64, fn func(header, body []byte) error) error {
@@ -329,7 +329,7 @@ type sessionCheck struct {
 	err     error
 }
 
-func (s *syncSink) Receive(ctx context.Context, topic operation.Topic, header, body []byte, src psync.Source) error {
+func (s *syncSink) Receive(ctx context.Context, topic operation.Topic, header, body []byte, src logsync.Source) error {
 	chk := s.session(src)
 	if err := chk.reap(ctx, false); err != nil {
 		return err
@@ -338,7 +338,7 @@ func (s *syncSink) Receive(ctx context.Context, topic operation.Topic, header, b
 		return fmt.Errorf("sync peer %s: %w", src.Peer, chk.keyErr)
 	}
 	phase := PhaseSync
-	if src.Phase == psync.PhaseLive {
+	if src.Phase == logsync.PhaseLive {
 		phase = PhaseLive
 	}
 	t, err := s.n.ingestRemoteAsync(ctx, topic, header, body, SyncSession{Peer: chk.author, SessionID: src.SessionID, Phase: phase, peerID: src.Peer})
@@ -350,8 +350,8 @@ func (s *syncSink) Receive(ctx context.Context, topic operation.Topic, header, b
 }
 
 // Settle waits for every operation the session handed over and reports the first invalid
-// one (psync.Settler): called when the peer's catch-up ends.
-func (s *syncSink) Settle(ctx context.Context, src psync.Source) error {
+// one (logsync.Settler): called when the peer's catch-up ends.
+func (s *syncSink) Settle(ctx context.Context, src logsync.Source) error {
 	chk := s.session(src)
 	for len(chk.pending) > 0 {
 		if err := chk.reap(ctx, true); err != nil {
@@ -361,7 +361,7 @@ func (s *syncSink) Settle(ctx context.Context, src psync.Source) error {
 	return chk.err
 }
 
-func (s *syncSink) session(src psync.Source) *sessionCheck {
+func (s *syncSink) session(src logsync.Source) *sessionCheck {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	chk := s.sessions[src.SessionID]
@@ -426,7 +426,7 @@ func (c *sessionCheck) reap(ctx context.Context, block bool) error {
 func classifyIngestErr(err error) error {
 	var v *operation.ValidationError
 	if errors.As(err, &v) {
-		return fmt.Errorf("%w: %w", psync.ErrInvalidOperation, err)
+		return fmt.Errorf("%w: %w", logsync.ErrInvalidOperation, err)
 	}
 	return err
 }

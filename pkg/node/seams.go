@@ -1,6 +1,6 @@
 package node
 
-// Seams for the network layer (pkg/sync, pkg/p2p). They are unexported on purpose: the lead
+// Seams for the network layer (pkg/logsync, pkg/p2p). They are unexported on purpose: the lead
 // wires sync and p2p into this package, and the public API should not grow until that
 // wiring settles.
 //

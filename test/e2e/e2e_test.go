@@ -44,7 +44,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pandav1 "github.com/pandanet/pandanet/api/v1alpha1"
-	"github.com/pandanet/pandanet/pkg/admin"
+	"github.com/pandanet/pandanet/internal/admin"
 )
 
 const (

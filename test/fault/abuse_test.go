@@ -19,10 +19,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/pandanet/pandanet/pkg/logsync"
 	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/p2p"
-	psync "github.com/pandanet/pandanet/pkg/sync"
 )
 
 var abuseNetwork = operation.NetworkID(operation.HashOf([]byte("pandanet abuse suite")))
@@ -34,11 +34,11 @@ func loopback() []ma.Multiaddr { return []ma.Multiaddr{ma.StringCast("/ip4/127.0
 // failures records the honest node's failed sync sessions.
 type failures struct {
 	mu  stdsync.Mutex
-	evs []psync.SessionFailed
+	evs []logsync.SessionFailed
 }
 
-func (f *failures) add(ev psync.Event) {
-	if e, ok := ev.(psync.SessionFailed); ok {
+func (f *failures) add(ev logsync.Event) {
+	if e, ok := ev.(logsync.SessionFailed); ok {
 		f.mu.Lock()
 		f.evs = append(f.evs, e)
 		f.mu.Unlock()
@@ -46,12 +46,12 @@ func (f *failures) add(ev psync.Event) {
 }
 
 // wait returns the first misbehaving failure after index from whose error is target.
-func (f *failures) wait(t *testing.T, from int, target error) psync.SessionFailed {
+func (f *failures) wait(t *testing.T, from int, target error) logsync.SessionFailed {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		f.mu.Lock()
-		evs := append([]psync.SessionFailed(nil), f.evs[min(from, len(f.evs)):]...)
+		evs := append([]logsync.SessionFailed(nil), f.evs[min(from, len(f.evs)):]...)
 		f.mu.Unlock()
 		for _, e := range evs {
 			if e.Misbehaving && errors.Is(e.Err, target) {
@@ -90,7 +90,7 @@ func (a *attacker) open(ctx context.Context, topic operation.Topic) (*rawSession
 	if err != nil {
 		return nil, err
 	}
-	if err := psync.InitiateHandshake(str, topic, 10*time.Second); err != nil {
+	if err := logsync.InitiateHandshake(str, topic, 10*time.Second); err != nil {
 		str.Reset()
 		return nil, err
 	}
@@ -107,8 +107,8 @@ func (a *attacker) session(ctx context.Context, t *testing.T) *rawSession {
 	return s
 }
 
-func (s *rawSession) send(m *psync.Message) error {
-	body, err := psync.EncodeMessage(m)
+func (s *rawSession) send(m *logsync.Message) error {
+	body, err := logsync.EncodeMessage(m)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func (s *rawSession) send(m *psync.Message) error {
 	return err
 }
 
-func (s *rawSession) recv() (*psync.Message, error) {
+func (s *rawSession) recv() (*logsync.Message, error) {
 	_ = s.str.SetReadDeadline(time.Now().Add(20 * time.Second))
 	var hdr [4]byte
 	if _, err := io.ReadFull(s.str, hdr[:]); err != nil {
@@ -128,14 +128,14 @@ func (s *rawSession) recv() (*psync.Message, error) {
 	if _, err := io.ReadFull(s.str, body); err != nil {
 		return nil, err
 	}
-	return psync.DecodeMessage(body, psync.Limits{MaxFrameSize: 4 << 20, MaxHaveEntries: 200_000})
+	return logsync.DecodeMessage(body, logsync.Limits{MaxFrameSize: 4 << 20, MaxHaveEntries: 200_000})
 }
 
 // catchUp sends have, then reads the honest node's Have and everything it pushes until its
 // Done; it returns the number of operations pushed to us.
-func (s *rawSession) catchUp(have psync.Heights) int {
+func (s *rawSession) catchUp(have logsync.Heights) int {
 	s.t.Helper()
-	if err := s.send(&psync.Message{Kind: psync.KindHave, Have: have}); err != nil {
+	if err := s.send(&logsync.Message{Kind: logsync.KindHave, Have: have}); err != nil {
 		s.t.Fatal(err)
 	}
 	pushed := 0
@@ -145,9 +145,9 @@ func (s *rawSession) catchUp(have psync.Heights) int {
 			s.t.Fatalf("reading the honest node's catch-up: %v", err)
 		}
 		switch m.Kind {
-		case psync.KindDone:
+		case logsync.KindDone:
 			return pushed
-		case psync.KindOperation:
+		case logsync.KindOperation:
 			pushed++
 		}
 	}
@@ -159,15 +159,15 @@ func (s *rawSession) push(ops ...*operation.Operation) error {
 	for _, op := range ops {
 		n += uint64(len(op.HeaderBytes) + len(op.Body))
 	}
-	if err := s.send(&psync.Message{Kind: psync.KindPreSync, Ops: uint64(len(ops)), Bytes: n}); err != nil {
+	if err := s.send(&logsync.Message{Kind: logsync.KindPreSync, Ops: uint64(len(ops)), Bytes: n}); err != nil {
 		return err
 	}
 	for _, op := range ops {
-		if err := s.send(&psync.Message{Kind: psync.KindOperation, Header: op.HeaderBytes, Body: op.Body}); err != nil {
+		if err := s.send(&logsync.Message{Kind: logsync.KindOperation, Header: op.HeaderBytes, Body: op.Body}); err != nil {
 			return err
 		}
 	}
-	return s.send(&psync.Message{Kind: psync.KindDone})
+	return s.send(&logsync.Message{Kind: logsync.KindDone})
 }
 
 // pushInvalid sends bad(0) in the catch-up phase, then keeps sending further distinct
@@ -182,7 +182,7 @@ func (s *rawSession) pushInvalid(bad func(i int) *operation.Operation) {
 	}
 	for i := 1; i < 500; i++ {
 		op := bad(i)
-		if err := s.send(&psync.Message{Kind: psync.KindLive, Header: op.HeaderBytes, Body: op.Body}); err != nil {
+		if err := s.send(&logsync.Message{Kind: logsync.KindLive, Header: op.HeaderBytes, Body: op.Body}); err != nil {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -199,7 +199,7 @@ func (s *rawSession) expectAbort() {
 			s.str.Reset()
 			return
 		}
-		if m.Kind == psync.KindClose {
+		if m.Kind == logsync.KindClose {
 			s.t.Fatalf("honest node closed gracefully instead of aborting")
 		}
 	}
@@ -350,7 +350,7 @@ func TestMaliciousPeer(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitHeight(t, honest, evil, 1)
-		s.send(&psync.Message{Kind: psync.KindClose})
+		s.send(&logsync.Message{Kind: logsync.KindClose})
 		s.str.Close()
 
 		from := fails.len()
@@ -378,11 +378,11 @@ func TestMaliciousPeer(t *testing.T) {
 		op2 := a.sign(2, op1.Hash, "evil 2")
 		op3 := a.sign(3, op2.Hash, "evil 3")
 		n := uint64(len(op2.HeaderBytes) + len(op2.Body))
-		s.send(&psync.Message{Kind: psync.KindPreSync, Ops: 1, Bytes: n})
-		s.send(&psync.Message{Kind: psync.KindOperation, Header: op2.HeaderBytes, Body: op2.Body})
-		s.send(&psync.Message{Kind: psync.KindOperation, Header: op3.HeaderBytes, Body: op3.Body})
+		s.send(&logsync.Message{Kind: logsync.KindPreSync, Ops: 1, Bytes: n})
+		s.send(&logsync.Message{Kind: logsync.KindOperation, Header: op2.HeaderBytes, Body: op2.Body})
+		s.send(&logsync.Message{Kind: logsync.KindOperation, Header: op3.HeaderBytes, Body: op3.Body})
 		s.expectAbort()
-		ev := fails.wait(t, from, psync.ErrExceedsAnnounced)
+		ev := fails.wait(t, from, logsync.ErrExceedsAnnounced)
 		t.Logf("rejected: %v", ev.Err)
 	})
 
@@ -394,7 +394,7 @@ func TestMaliciousPeer(t *testing.T) {
 		before := heapInUse()
 		s.str.Write(binary.BigEndian.AppendUint32(nil, 1<<30))
 		s.expectAbort()
-		ev := fails.wait(t, from, psync.ErrFrameTooLarge)
+		ev := fails.wait(t, from, logsync.ErrFrameTooLarge)
 		grew := int64(heapInUse()) - int64(before)
 		t.Logf("rejected: %v (heap grew %d KiB)", ev.Err, grew>>10)
 		if grew > 64<<20 {
@@ -406,15 +406,15 @@ func TestMaliciousPeer(t *testing.T) {
 		a.t = t
 		s := a.session(ctx, t)
 		// Claim 2^64-1 for every log the node holds (its own and the attacker's).
-		claim := psync.Heights{}
+		claim := logsync.Heights{}
 		for author := range heightsOf(t, honest) {
 			claim[author] = map[operation.LogID]uint64{operation.LogIDFromTopic(abuseTopic): math.MaxUint64}
 		}
 		if got := s.catchUp(claim); got != 0 {
 			t.Fatalf("honest node pushed %d operations to a peer claiming height 2^64-1", got)
 		}
-		s.send(&psync.Message{Kind: psync.KindDone})
-		s.send(&psync.Message{Kind: psync.KindClose})
+		s.send(&logsync.Message{Kind: logsync.KindDone})
+		s.send(&logsync.Message{Kind: logsync.KindClose})
 		s.str.Close()
 		if h := heightsOf(t, honest)[honest.ID()]; h != 9 {
 			t.Fatalf("honest log height is %d after the claim, want 9", h)
@@ -423,16 +423,16 @@ func TestMaliciousPeer(t *testing.T) {
 		// A Have with more entries than the limit is a protocol violation.
 		from := fails.len()
 		s = a.session(ctx, t)
-		big := psync.Heights{}
-		for i := range psync.DefaultLimits.MaxHaveEntries + 1 {
+		big := logsync.Heights{}
+		for i := range logsync.DefaultLimits.MaxHaveEntries + 1 {
 			var k operation.PublicKey
 			binary.BigEndian.PutUint64(k[:], uint64(i)+1)
 			big[k] = map[operation.LogID]uint64{{}: math.MaxUint64}
 		}
 		before := heapInUse()
-		s.send(&psync.Message{Kind: psync.KindHave, Have: big})
+		s.send(&logsync.Message{Kind: logsync.KindHave, Have: big})
 		s.expectAbort()
-		ev := fails.wait(t, from, psync.ErrTooManyLogs)
+		ev := fails.wait(t, from, logsync.ErrTooManyLogs)
 		t.Logf("rejected: %v (heap in use %d MiB before, %d MiB after)", ev.Err, before>>20, heapInUse()>>20)
 	})
 
@@ -459,9 +459,9 @@ func TestMaliciousPeer(t *testing.T) {
 		for _, op := range forged {
 			size += uint64(len(op.HeaderBytes) + len(op.Body))
 		}
-		s.send(&psync.Message{Kind: psync.KindPreSync, Ops: flood, Bytes: size})
+		s.send(&logsync.Message{Kind: logsync.KindPreSync, Ops: flood, Bytes: size})
 		for _, op := range forged {
-			if err := s.send(&psync.Message{Kind: psync.KindOperation, Header: op.HeaderBytes, Body: op.Body}); err != nil {
+			if err := s.send(&logsync.Message{Kind: logsync.KindOperation, Header: op.HeaderBytes, Body: op.Body}); err != nil {
 				break
 			}
 			sent++
@@ -505,14 +505,14 @@ func TestMaliciousPeer(t *testing.T) {
 				defer wg.Done()
 				defer func() { <-sem }()
 				s, err := a.open(ctx, topics[i%len(topics)])
-				var rej *psync.RejectError
+				var rej *logsync.RejectError
 				switch {
 				case err == nil:
 					accepted.Add(1)
 					held.Lock()
 					open = append(open, s)
 					held.Unlock()
-				case errors.As(err, &rej) && rej.Reason == psync.ReasonBusy:
+				case errors.As(err, &rej) && rej.Reason == logsync.ReasonBusy:
 					busy.Add(1)
 				case errors.As(err, &rej):
 					otherReject.Add(1)
@@ -525,8 +525,8 @@ func TestMaliciousPeer(t *testing.T) {
 		grew := int64(heapInUse()) - int64(before)
 		t.Logf("%d session attempts: %d accepted, %d rejected busy, %d rejected otherwise, %d failed; heap +%d MiB",
 			streams, accepted.Load(), busy.Load(), otherReject.Load(), failed.Load(), grew>>20)
-		if accepted.Load() > psync.DefaultMaxInboundPerPeer {
-			t.Fatalf("%d concurrent sessions accepted from one peer, cap is %d", accepted.Load(), psync.DefaultMaxInboundPerPeer)
+		if accepted.Load() > logsync.DefaultMaxInboundPerPeer {
+			t.Fatalf("%d concurrent sessions accepted from one peer, cap is %d", accepted.Load(), logsync.DefaultMaxInboundPerPeer)
 		}
 		if busy.Load() == 0 {
 			t.Fatal("no session was rejected as busy; the per-peer cap did not apply")

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pandanet/pandanet/pkg/admin"
+	"github.com/pandanet/pandanet/internal/admin"
 )
 
 // nsPrefix names every namespace this suite creates; the pid suffix lets a later run tell

@@ -1,4 +1,4 @@
-package sync
+package logsync
 
 import (
 	"github.com/libp2p/go-libp2p/core/peer"

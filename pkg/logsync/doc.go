@@ -33,4 +33,4 @@
 // the rest to a Sink, which verifies and stores. It also never relays what it received to
 // other sessions on its own: the node calls Manager.Publish for operations it has validated
 // and stored, so only verified operations are forwarded (spec section 8, item 2).
-package sync
+package logsync
