@@ -61,7 +61,14 @@ const DefaultPoll = 20 * time.Millisecond
 // returned (or msg) when timeout passes first. cond may return a nil error with false.
 func Eventually(tb testing.TB, timeout time.Duration, msg string, cond func() (bool, error)) {
 	tb.Helper()
-	if err := Poll(context.Background(), timeout, cond); err != nil {
+	EventuallyEvery(tb, timeout, DefaultPoll, msg, cond)
+}
+
+// EventuallyEvery is [Eventually] with its own interval, for conditions that are costly to
+// check (a Kubernetes API server or a node's admin API shared with the system under test).
+func EventuallyEvery(tb testing.TB, timeout, interval time.Duration, msg string, cond func() (bool, error)) {
+	tb.Helper()
+	if err := PollEvery(context.Background(), timeout, interval, cond); err != nil {
 		tb.Fatalf("%s: %v", msg, err)
 	}
 }
@@ -69,9 +76,14 @@ func Eventually(tb testing.TB, timeout time.Duration, msg string, cond func() (b
 // Poll calls cond every [DefaultPoll] until it returns true, the context ends or timeout
 // passes. The error names the last error cond returned, if any.
 func Poll(ctx context.Context, timeout time.Duration, cond func() (bool, error)) error {
+	return PollEvery(ctx, timeout, DefaultPoll, cond)
+}
+
+// PollEvery is [Poll] that checks every interval.
+func PollEvery(ctx context.Context, timeout, interval time.Duration, cond func() (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	tick := time.NewTicker(DefaultPoll)
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	var last error
 	for {

@@ -49,3 +49,20 @@ func TestInCI(t *testing.T) {
 		}
 	}
 }
+
+// PollEvery waits its interval between checks: a condition that holds on its third check
+// cannot be satisfied before two intervals have passed (a lower bound, so load cannot flake it).
+func TestPollEveryUsesItsInterval(t *testing.T) {
+	calls := 0
+	start := time.Now()
+	err := PollEvery(t.Context(), time.Minute, 100*time.Millisecond, func() (bool, error) {
+		calls++
+		return calls == 3, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if elapsed := time.Since(start); elapsed < 200*time.Millisecond {
+		t.Fatalf("third check after %s, want >= 2 intervals of 100ms", elapsed)
+	}
+}
