@@ -244,23 +244,14 @@ func (l *libNode) TopicStatus(ctx context.Context, topic operation.Topic) (admin
 }
 
 func (l *libNode) History(ctx context.Context, topic operation.Topic, fn func(admin.Event) error) error {
-	heights, err := l.n.Store().LogHeights(ctx, topic)
-	if err != nil {
-		return err
-	}
-	for author, logs := range heights {
-		for logID, height := range logs {
-			err := l.n.Store().LogRange(ctx, author, logID, 0, height, func(op *operation.Operation) error {
-				if len(op.Body) == 0 {
-					return nil // system-only operations are never delivered
-				}
-				return fn(admin.Event{Type: admin.EventProcessed, Topic: topic.String(), Hash: op.Hash.String(),
-					Author: op.Author().String(), Seq: op.SeqNum(), Timestamp: op.Timestamp(),
-					Source: "store", Message: op.Body})
-			})
-			if err != nil {
-				return err
-			}
+	for op, err := range l.n.History(ctx, topic, nil) {
+		if err != nil {
+			return err
+		}
+		if err := fn(admin.Event{Type: admin.EventProcessed, Topic: topic.String(), Hash: op.Hash.String(),
+			Author: op.Author.String(), Seq: op.SeqNum, Timestamp: op.Timestamp,
+			Source: "store", Message: op.Message}); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -297,14 +288,11 @@ func (s *libStream) Publish(ctx context.Context, msg []byte) (admin.PublishResul
 		}
 		return admin.PublishResult{}, err
 	}
-	if _, err := pending.Wait(ctx); err != nil {
+	res, err := pending.Wait(ctx)
+	if err != nil {
 		return admin.PublishResult{}, err
 	}
-	op, err := s.l.n.Store().Get(ctx, pending.Hash())
-	if err != nil {
-		return admin.PublishResult{}, fmt.Errorf("read back %s: %w", pending.Hash(), err)
-	}
-	return admin.PublishResult{Hash: pending.Hash().String(), Seq: op.SeqNum()}, nil
+	return admin.PublishResult{Hash: res.Hash.String(), Seq: res.SeqNum}, nil
 }
 
 func (s *libStream) Events() <-chan admin.Event { return s.events }

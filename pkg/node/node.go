@@ -218,9 +218,6 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 // ID returns the node's public key (its identity and the author of its operations).
 func (n *Node) ID() operation.PublicKey { return n.key.PublicKey() }
 
-// Store returns the underlying store (for tests, admin and metrics; do not write to it).
-func (n *Node) Store() *store.Store { return n.store }
-
 // PipelineStats returns the processing counters.
 func (n *Node) PipelineStats() pipeline.Stats { return n.pipe.Stats() }
 

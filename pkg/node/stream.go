@@ -6,16 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"sort"
 	"sync"
 
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/pipeline"
 	"github.com/pandanet/pandanet/pkg/store"
 )
-
-// Heights maps author → log → seq (log heights, ack cursors).
-type Heights = store.Heights
 
 // From selects where a stream starts.
 type From struct {
@@ -84,7 +80,7 @@ func (n *Node) StreamFrom(ctx context.Context, topic operation.Topic, from From)
 			return fail(err)
 		}
 	case fromCursor:
-		if err := n.store.ResetCursor(ctx, topic, from.cursor); err != nil {
+		if err := n.store.ResetCursor(ctx, topic, store.Heights(from.cursor)); err != nil {
 			return fail(err)
 		}
 	}
@@ -109,6 +105,8 @@ type Pending struct{ t *pipeline.Ticket }
 // Result is the processing result of a published operation.
 type Result struct {
 	Hash operation.Hash
+	// SeqNum is the operation's position in this node's log for the topic.
+	SeqNum uint64
 	// Stored is true once the operation is durably stored.
 	Stored bool
 	// Pruned counts earlier entries deleted by a Prune.
@@ -127,7 +125,11 @@ func (p *Pending) Wait(ctx context.Context) (Result, error) {
 		return Result{Hash: p.t.Hash()}, ctx.Err()
 	}
 	r := p.t.Result()
-	return Result{Hash: p.t.Hash(), Stored: r.Status == pipeline.Stored, Pruned: r.Pruned, Err: r.Err}, r.Err
+	res := Result{Hash: p.t.Hash(), Stored: r.Status == pipeline.Stored, Pruned: r.Pruned, Err: r.Err}
+	if r.Op != nil {
+		res.SeqNum = r.Op.SeqNum()
+	}
+	return res, r.Err
 }
 
 // Publish signs msg as the next operation of this node's log for the topic and stores it.
@@ -354,8 +356,7 @@ func (s *Subscription) deliverOp(ctx context.Context, op *operation.Operation, s
 		s.autoAck(ctx, op)
 		return true
 	}
-	ev := Processed{Operation: ProcessedOperation{Topic: s.topic, Hash: op.Hash, Author: op.Author(), SeqNum: op.SeqNum(),
-		Timestamp: op.Timestamp(), Message: op.Body, Source: src, Replayed: replayed, sub: s}}
+	ev := Processed{Operation: processedOf(s.topic, op, src, replayed, s)}
 	if !s.push(ctx, ev) {
 		return false
 	}
@@ -392,12 +393,6 @@ func (s *Subscription) handleLive(r pipeline.Result, src Source) {
 	}
 }
 
-type replayRange struct {
-	author   operation.PublicKey
-	log      operation.LogID
-	from, to uint64
-}
-
 // replay delivers the operations the cursor does not cover, then opens the topic for live
 // delivery.
 func (s *Subscription) replay() {
@@ -415,36 +410,20 @@ func (s *Subscription) replay() {
 		s.send(ctx, ReplayFailed{Err: err})
 		return
 	}
-	var ranges []replayRange
+	ranges := sortedRanges(heights, Heights(cursor))
 	var ops, total int64
-	for author, logs := range heights {
-		for log, height := range logs {
-			from := uint64(0)
-			if acked, ok := cursor.Get(author, log); ok {
-				from = acked + 1
-			}
-			if from > height {
-				continue
-			}
-			size, err := st.LogSize(ctx, author, log, from, height)
-			if err != nil {
-				s.send(ctx, ReplayFailed{Err: err})
-				return
-			}
-			ops += size.Ops
-			total += size.PayloadOps
-			ranges = append(ranges, replayRange{author, log, from, height})
+	for _, r := range ranges {
+		size, err := st.LogSize(ctx, r.author, r.log, r.from, r.to)
+		if err != nil {
+			s.send(ctx, ReplayFailed{Err: err})
+			return
 		}
+		ops += size.Ops
+		total += size.PayloadOps
 	}
 	if ops == 0 {
 		return
 	}
-	sort.Slice(ranges, func(i, j int) bool {
-		if c := bytes.Compare(ranges[i].author[:], ranges[j].author[:]); c != 0 {
-			return c < 0
-		}
-		return bytes.Compare(ranges[i].log[:], ranges[j].log[:]) < 0
-	})
 	if !s.send(ctx, ReplayStarted{Total: total}) {
 		return
 	}

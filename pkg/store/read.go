@@ -120,43 +120,35 @@ func (s *Store) LogHeights(ctx context.Context, topic operation.Topic) (Heights,
 	return h, nil
 }
 
-// rangeChunk is how many rows LogRange reads per query. Reading in chunks keeps each read
-// transaction short (WAL checkpoints are not held back, and the in-memory store's single
-// connection is free for the writer between chunks) while fn runs without a statement open.
-const rangeChunk = 256
+// rangeChunk is how many rows LogRange reads per query, and rangeChunkBytes how many header
+// and body bytes (a chunk always holds at least one row, so one operation may exceed it).
+// Reading in chunks keeps each read transaction short (WAL checkpoints are not held back,
+// and the in-memory store's single connection is free for the writer between chunks) while
+// fn runs without a statement open; the byte bound keeps a range of large payloads from
+// being held in memory 256 at a time.
+const (
+	rangeChunk      = 256
+	rangeChunkBytes = 4 << 20
+)
 
 // LogRange calls fn for every stored entry of (author, log) with fromSeq <= seq <= toSeq,
-// in ascending seq order, without loading the range into memory. Pruned entries are simply
-// absent. Returning an error from fn stops the iteration and returns that error.
+// in ascending seq order, without loading the range into memory: it reads chunks of at
+// most rangeChunk rows and about rangeChunkBytes bytes. Pruned entries are simply absent.
+// Returning an error from fn stops the iteration and returns that error.
 func (s *Store) LogRange(ctx context.Context, author operation.PublicKey, log operation.LogID, fromSeq, toSeq uint64,
 	fn func(*operation.Operation) error) error {
 	if toSeq > math.MaxInt64 {
 		toSeq = math.MaxInt64
 	}
 	next := fromSeq
-	type row struct{ hash, header, body []byte }
-	chunk := make([]row, 0, rangeChunk)
+	var chunk []rangeRow
 	for next <= toSeq {
-		chunk = chunk[:0]
-		rows, err := s.r.QueryContext(ctx, `SELECT hash, header, body, seq FROM operations
-			WHERE author = ? AND log_id = ? AND seq >= ? AND seq <= ? ORDER BY seq LIMIT ?`,
-			author[:], log[:], int64(next), int64(toSeq), rangeChunk)
+		var last uint64
+		var more bool
+		var err error
+		chunk, last, more, err = s.readRangeChunk(ctx, author, log, next, toSeq, chunk[:0])
 		if err != nil {
-			return fmt.Errorf("log range of %s: %w", author.Short(), err)
-		}
-		var last int64
-		for rows.Next() {
-			var r row
-			if err := rows.Scan(&r.hash, &r.header, &r.body, &last); err != nil {
-				rows.Close()
-				return fmt.Errorf("log range of %s: %w", author.Short(), err)
-			}
-			chunk = append(chunk, r)
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return fmt.Errorf("log range of %s: %w", author.Short(), err)
+			return err
 		}
 		for _, r := range chunk {
 			op, err := decodeRow(r.hash, r.header, r.body)
@@ -167,12 +159,46 @@ func (s *Store) LogRange(ctx context.Context, author operation.PublicKey, log op
 				return err
 			}
 		}
-		if len(chunk) < rangeChunk {
+		if !more {
 			return nil
 		}
-		next = uint64(last) + 1
+		next = last + 1
 	}
 	return nil
+}
+
+type rangeRow struct{ hash, header, body []byte }
+
+// readRangeChunk appends to chunk the next entries of a log range, from seq next on, until
+// it holds rangeChunk rows or rangeChunkBytes bytes. more reports that the range may go on
+// after last, the highest seq read.
+func (s *Store) readRangeChunk(ctx context.Context, author operation.PublicKey, log operation.LogID, next, toSeq uint64,
+	chunk []rangeRow) (_ []rangeRow, last uint64, more bool, _ error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT hash, header, body, seq FROM operations
+		WHERE author = ? AND log_id = ? AND seq >= ? AND seq <= ? ORDER BY seq LIMIT ?`,
+		author[:], log[:], int64(next), int64(toSeq), rangeChunk)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("log range of %s: %w", author.Short(), err)
+	}
+	defer rows.Close()
+	var seq int64
+	size := 0
+	for rows.Next() {
+		var r rangeRow
+		if err := rows.Scan(&r.hash, &r.header, &r.body, &seq); err != nil {
+			return nil, 0, false, fmt.Errorf("log range of %s: %w", author.Short(), err)
+		}
+		chunk = append(chunk, r)
+		// Stopping here leaves the rest of the result unread: SQLite steps row by row.
+		if size += len(r.header) + len(r.body); size >= rangeChunkBytes {
+			more = true
+			break
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, false, fmt.Errorf("log range of %s: %w", author.Short(), err)
+	}
+	return chunk, uint64(seq), more || len(chunk) == rangeChunk, nil
 }
 
 // LogSize summarises the stored entries of a log range.

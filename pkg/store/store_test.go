@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -499,4 +500,46 @@ func FuzzInsertBatch(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestLogRangeChunksAreByteBounded checks that a range of large payloads is read a few
+// megabytes at a time, not rangeChunk (256) operations at a time, and still completely.
+func TestLogRangeChunksAreByteBounded(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	key := newKey(t)
+	author, log := key.PublicKey(), operation.LogIDFromTopic(topicA)
+	const bodySize, count = 64 << 10, 300 // 300 × 64 KiB ≈ 19 MiB
+	ops := chain(t, key, topicA, nil, count, func(int) []byte { return make([]byte, bodySize) })
+	if _, err := s.InsertBatch(ctx, inserts(topicA, ops...)); err != nil {
+		t.Fatal(err)
+	}
+	chunk, last, more, err := s.readRangeChunk(ctx, author, log, 0, count, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := 0
+	for _, r := range chunk {
+		held += len(r.header) + len(r.body)
+	}
+	if held > rangeChunkBytes+bodySize+1024 || !more || last != uint64(len(chunk)-1) {
+		t.Fatalf("first chunk: %d rows, %d bytes (bound %d), last seq %d, more %v", len(chunk), held, rangeChunkBytes, last, more)
+	}
+	var seen uint64
+	if err := s.LogRange(ctx, author, log, 0, count, func(op *operation.Operation) error {
+		if op.SeqNum() != seen || len(op.Body) != bodySize {
+			return fmt.Errorf("got seq %d (%d bytes), want seq %d", op.SeqNum(), len(op.Body), seen)
+		}
+		seen++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if seen != count {
+		t.Fatalf("range returned %d of %d operations", seen, count)
+	}
 }
