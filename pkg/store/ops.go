@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/pandanet/pandanet/pkg/operation"
 )
@@ -104,6 +105,9 @@ func (s *Store) Write(ctx context.Context, inserts []Insert, acks []Ack) ([]Inse
 				return nil, err
 			}
 		}
+		if err := b.flushPending(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if len(acks) > 0 {
 		stmt, err := tx.PrepareContext(ctx, ackSQL)
@@ -126,10 +130,50 @@ func (s *Store) Write(ctx context.Context, inserts []Insert, acks []Ack) ([]Inse
 const ackSQL = `INSERT INTO ack_cursors (topic, author, log_id, seq) VALUES (?, ?, ?, ?)
 	ON CONFLICT (topic, author, log_id) DO UPDATE SET seq = max(seq, excluded.seq)`
 
+// insertChunk is how many operations one multi-row INSERT carries: a chunk costs one
+// statement step instead of insertChunk, and 9 × 64 parameters stay far below SQLite's limit.
+const insertChunk = 64
+
+const insertOpColumns = `INSERT INTO operations (hash, author, log_id, seq, header, body, payload_size, timestamp, prune) VALUES `
+
+// insertOpSQL returns the INSERT statement for n operations.
+func insertOpSQL(n int) string {
+	var sb strings.Builder
+	sb.WriteString(insertOpColumns)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
+	}
+	return sb.String()
+}
+
+var insertOpChunkSQL = insertOpSQL(insertChunk)
+
+// batch is one Write transaction. It keeps the latest entry of every log it touched in
+// memory, so an in-order operation (the common case: sync streams logs in seq order) costs
+// no lookup at all, and it defers the inserts into multi-row statements. Deferred rows are
+// written before any statement that could observe them (flushPending).
 type batch struct {
-	tx                                         *sql.Tx
-	exists, latest, atSeq, insOp, insTopic, pr *sql.Stmt
-	topics                                     map[topicLog]struct{}
+	tx                                                    *sql.Tx
+	exists, latestStmt, atSeq, insOne, insChunk, insTopic *sql.Stmt
+	pr                                                    *sql.Stmt
+	topics                                                map[topicLog]struct{}
+	// latest holds, per log touched in this batch, its latest entry as the database plus
+	// the pending rows have it (nil: the log is empty).
+	latest  map[logKey]*latestEntry
+	pending []any // 9 arguments per deferred operation
+}
+
+type logKey struct {
+	author operation.PublicKey
+	log    operation.LogID
+}
+
+type latestEntry struct {
+	hash operation.Hash
+	seq  uint64
 }
 
 type topicLog struct {
@@ -139,16 +183,16 @@ type topicLog struct {
 }
 
 func prepareBatch(ctx context.Context, tx *sql.Tx) (*batch, error) {
-	b := &batch{tx: tx, topics: make(map[topicLog]struct{})}
+	b := &batch{tx: tx, topics: make(map[topicLog]struct{}), latest: make(map[logKey]*latestEntry)}
 	for _, p := range []struct {
 		dst   **sql.Stmt
 		query string
 	}{
 		{&b.exists, `SELECT 1 FROM operations WHERE hash = ?`},
-		{&b.latest, `SELECT hash, seq FROM operations WHERE author = ? AND log_id = ? ORDER BY seq DESC LIMIT 1`},
+		{&b.latestStmt, `SELECT hash, seq FROM operations WHERE author = ? AND log_id = ? ORDER BY seq DESC LIMIT 1`},
 		{&b.atSeq, `SELECT hash FROM operations WHERE author = ? AND log_id = ? AND seq = ?`},
-		{&b.insOp, `INSERT INTO operations (hash, author, log_id, seq, header, body, payload_size, timestamp, prune)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&b.insOne, insertOpSQL(1)},
+		{&b.insChunk, insertOpChunkSQL},
 		{&b.insTopic, `INSERT OR IGNORE INTO topic_logs (topic, author, log_id) VALUES (?, ?, ?)`},
 		{&b.pr, `DELETE FROM operations WHERE author = ? AND log_id = ? AND seq < ?`},
 	} {
@@ -163,33 +207,81 @@ func prepareBatch(ctx context.Context, tx *sql.Tx) (*batch, error) {
 }
 
 func (b *batch) close() {
-	for _, s := range []*sql.Stmt{b.exists, b.latest, b.atSeq, b.insOp, b.insTopic, b.pr} {
+	for _, s := range []*sql.Stmt{b.exists, b.latestStmt, b.atSeq, b.insOne, b.insChunk, b.insTopic, b.pr} {
 		if s != nil {
 			s.Close()
 		}
 	}
 }
 
+// flushPending writes the deferred operations: full chunks with the multi-row statement,
+// the rest one by one.
+func (b *batch) flushPending(ctx context.Context) error {
+	const cols = 9
+	args := b.pending
+	for len(args) >= insertChunk*cols {
+		if _, err := b.insChunk.ExecContext(ctx, args[:insertChunk*cols]...); err != nil {
+			return fmt.Errorf("write batch: insert %d operations: %w", insertChunk, err)
+		}
+		args = args[insertChunk*cols:]
+	}
+	for len(args) > 0 {
+		if _, err := b.insOne.ExecContext(ctx, args[:cols]...); err != nil {
+			return fmt.Errorf("write batch: insert %s: %w", operation.Hash(args[0].([]byte)).Short(), err)
+		}
+		args = args[cols:]
+	}
+	clear(b.pending)
+	b.pending = b.pending[:0]
+	return nil
+}
+
+// latestOf returns the log's latest entry (nil for an empty log), from memory if this
+// batch touched the log before.
+func (b *batch) latestOf(ctx context.Context, k logKey) (*latestEntry, error) {
+	if e, ok := b.latest[k]; ok {
+		return e, nil
+	}
+	// Pending rows all belong to logs already in b.latest, so the database is current for k.
+	var lhash []byte
+	var lseq int64
+	var e *latestEntry
+	switch err := b.latestStmt.QueryRowContext(ctx, k.author[:], k.log[:]).Scan(&lhash, &lseq); {
+	case err == nil:
+		e = &latestEntry{hash: operation.Hash(lhash), seq: uint64(lseq)}
+	case !errors.Is(err, sql.ErrNoRows):
+		return nil, fmt.Errorf("write batch: latest entry: %w", err)
+	}
+	b.latest[k] = e
+	return e, nil
+}
+
 func (b *batch) insert(ctx context.Context, in *Insert) (InsertResult, error) {
 	op := in.Op
 	author, logID, seq := op.Author(), op.LogID(), op.SeqNum()
-	var one int
-	switch err := b.exists.QueryRowContext(ctx, op.Hash[:]).Scan(&one); {
-	case err == nil:
-		return InsertResult{Outcome: AlreadyExists}, nil
-	case !errors.Is(err, sql.ErrNoRows):
-		return InsertResult{}, fmt.Errorf("write batch: lookup %s: %w", op.Hash.Short(), err)
+	k := logKey{author, logID}
+	le, err := b.latestOf(ctx, k)
+	if err != nil {
+		return InsertResult{}, err
 	}
 	var latest *operation.Operation
-	var lhash []byte
-	var lseq int64
-	switch err := b.latest.QueryRowContext(ctx, author[:], logID[:]).Scan(&lhash, &lseq); {
-	case err == nil:
-		latest = &operation.Operation{Hash: operation.Hash(lhash), Header: operation.Header{PublicKey: author, SeqNum: uint64(lseq)}}
-	case !errors.Is(err, sql.ErrNoRows):
-		return InsertResult{}, fmt.Errorf("write batch: latest entry: %w", err)
+	if le != nil {
+		latest = &operation.Operation{Hash: le.hash, Header: operation.Header{PublicKey: author, SeqNum: le.seq}}
 	}
 	if err := operation.CheckSequence(latest, op); err != nil {
+		// Only an operation that does not extend the log can be stored already: the hash
+		// covers author, log and seq, and a stored entry at seq means latest.seq >= seq.
+		// So the duplicate lookup is needed on this path only, and comes first as before.
+		if err := b.flushPending(ctx); err != nil {
+			return InsertResult{}, err
+		}
+		var one int
+		switch err := b.exists.QueryRowContext(ctx, op.Hash[:]).Scan(&one); {
+		case err == nil:
+			return InsertResult{Outcome: AlreadyExists}, nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return InsertResult{}, fmt.Errorf("write batch: lookup %s: %w", op.Hash.Short(), err)
+		}
 		switch {
 		case latest != nil && seq <= latest.SeqNum():
 			var other []byte
@@ -217,10 +309,13 @@ func (b *batch) insert(ctx context.Context, in *Insert) (InsertResult, error) {
 	if op.Prune() {
 		prune = 1
 	}
-	if _, err := b.insOp.ExecContext(ctx, op.Hash[:], author[:], logID[:], int64(seq), op.HeaderBytes, body,
-		int64(op.Header.PayloadSize), int64(op.Timestamp()), prune); err != nil {
-		return InsertResult{}, fmt.Errorf("write batch: insert %s: %w", op.Hash.Short(), err)
+	b.pending = append(b.pending, op.Hash[:], author[:], logID[:], int64(seq), op.HeaderBytes, body,
+		int64(op.Header.PayloadSize), int64(op.Timestamp()), prune)
+	if le == nil {
+		le = &latestEntry{}
+		b.latest[k] = le
 	}
+	le.hash, le.seq = op.Hash, seq
 	key := topicLog{in.Topic, author, logID}
 	if _, ok := b.topics[key]; !ok {
 		if _, err := b.insTopic.ExecContext(ctx, in.Topic[:], author[:], logID[:]); err != nil {
@@ -230,6 +325,9 @@ func (b *batch) insert(ctx context.Context, in *Insert) (InsertResult, error) {
 	}
 	res := InsertResult{Outcome: Inserted}
 	if op.Prune() && seq > 0 {
+		if err := b.flushPending(ctx); err != nil {
+			return InsertResult{}, err
+		}
 		r, err := b.pr.ExecContext(ctx, author[:], logID[:], int64(seq))
 		if err != nil {
 			return InsertResult{}, fmt.Errorf("write batch: prune %s below %d: %w", author.Short(), seq, err)

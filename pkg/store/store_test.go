@@ -1,10 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -542,4 +544,88 @@ func TestLogRangeChunksAreByteBounded(t *testing.T) {
 	if seen != count {
 		t.Fatalf("range returned %d of %d operations", seen, count)
 	}
+}
+
+// FuzzWriteBatchMatchesSequential checks that a batch gives every operation the outcome it
+// gets when each operation is written in its own transaction, and leaves the same log.
+// The batch keeps the logs' latest entries in memory and defers its inserts into
+// multi-row statements; this is what keeps that invisible.
+func FuzzWriteBatchMatchesSequential(f *testing.F) {
+	var inOrder []byte
+	for i := 0; i < 150; i++ { // more than two multi-row chunks
+		inOrder = append(inOrder, byte(i))
+	}
+	f.Add(inOrder)
+	f.Add(append(append([]byte{}, inOrder[:70]...), 5, 69, 160, 161, 70, 71, 200)) // duplicates, forks, then on
+	f.Add(append(append([]byte{}, inOrder[:80]...), 170, 3, 81, 79))               // prune at seq 80 mid-batch
+	f.Add([]byte{1, 0, 2, 1, 160, 3, 170, 0})
+	key, _ := operation.PrivateKeyFromSeed(make([]byte, 32))
+	other, _ := operation.PrivateKeyFromSeed(bytes.Repeat([]byte{1}, 32))
+	ops := chain(f, key, topicA, nil, 160, func(i int) []byte { return []byte{byte(i)} })
+	forks := chain(f, key, topicA, ops[1], 5, func(i int) []byte { return []byte("fork") }) // 160..164
+	prune := signPrune(f, key, topicA, ops[79], nil)                                        // 165
+	second := chain(f, other, topicB, nil, 4, nil)                                          // 166..169
+	pool := append(append(append(append([]*operation.Operation{}, ops...), forks...), prune), second...)
+	pool = append(pool, prune) // 170: the prune again (duplicate once stored)
+	open := func() *Store {
+		s, err := Open(context.Background(), "")
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Cleanup(func() { s.Close() })
+		return s
+	}
+	batched, single := open(), open()
+	dump := func(t *testing.T, s *Store) []string {
+		rows, err := s.r.QueryContext(context.Background(), "SELECT hex(hash), seq FROM operations ORDER BY author, log_id, seq")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var h string
+			var seq int64
+			if err := rows.Scan(&h, &seq); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fmt.Sprintf("%d:%s", seq, h))
+		}
+		return out
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ctx := context.Background()
+		for _, s := range []*Store{batched, single} {
+			if _, err := s.w.ExecContext(ctx, "DELETE FROM operations; DELETE FROM topic_logs"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var batch []Insert
+		for _, b := range data {
+			op := pool[int(b)%len(pool)]
+			topic := topicA
+			if op.Author() == other.PublicKey() {
+				topic = topicB
+			}
+			batch = append(batch, Insert{Topic: topic, Op: op})
+		}
+		got, err := batched.InsertBatch(ctx, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, in := range batch {
+			want, err := single.InsertBatch(ctx, []Insert{in})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[i].Outcome != want[0].Outcome || got[i].Pruned != want[0].Pruned ||
+				fmt.Sprint(got[i].Err) != fmt.Sprint(want[0].Err) {
+				t.Fatalf("op %d (seq %d): batch gave %v/%d/%v, alone %v/%d/%v", i, in.Op.SeqNum(),
+					got[i].Outcome, got[i].Pruned, got[i].Err, want[0].Outcome, want[0].Pruned, want[0].Err)
+			}
+		}
+		if a, b := dump(t, batched), dump(t, single); !slices.Equal(a, b) {
+			t.Fatalf("stored logs differ:\nbatch %v\nalone %v", a, b)
+		}
+	})
 }
