@@ -59,8 +59,8 @@ var rows = []row{
 	{Name: "fresh edge catch-up, 100k-op topic", Package: "./pkg/node", Bench: "^BenchmarkCatchUp100k$", Metric: "s", Benchtime: "1x", HigherIsBetter: false, Bound: "catchup-100k-at-verify-rate"},
 	{Name: "gossip latency p50, 5 nodes", Package: "./pkg/p2p", Bench: "^BenchmarkGossipLatency$", Metric: "p50-ms", Benchtime: "300x", HigherIsBetter: false, Bound: "gossip-hop-floor-ms"},
 	{Name: "gossip latency p99, 5 nodes", Package: "./pkg/p2p", Bench: "^BenchmarkGossipLatency$", Metric: "p99-ms", Benchtime: "300x", HigherIsBetter: false, Bound: "gossip-hop-floor-ms"},
-	{Name: "memory per 1,000 topics, one node", Package: "./pkg/node", Bench: "^BenchmarkTopicMemory$", Metric: "MiB/1000topics", Benchtime: "1x", HigherIsBetter: false, Bound: "topic-state-floor-mib"},
-	{Name: "operator: reconcile 100 TopicReplicas", Package: "./controllers", Bench: "^BenchmarkReconcile100TopicReplicas$", Metric: "s", Benchtime: "1x", HigherIsBetter: false, Bound: "apiserver-writes-100", NeedsEnv: []string{"KUBEBUILDER_ASSETS"}},
+	{Name: "RSS per 1,000 topics, one node", Package: "./pkg/node", Bench: "^BenchmarkTopicMemory$", Metric: "MiB/1000topics", Benchtime: "1x", HigherIsBetter: false, Bound: "topic-state-floor-mib"},
+	{Name: "operator: reconcile 100 TopicReplicas", Package: "./controllers", Bench: "^BenchmarkReconcile100TopicReplicas$", Metric: "s", Benchtime: "1x", HigherIsBetter: false, Bound: "apiserver-round-trips-201", NeedsEnv: []string{"KUBEBUILDER_ASSETS"}},
 }
 
 func main() {
@@ -101,9 +101,10 @@ func main() {
 		}
 		r.Value = v
 		r.BoundVal = b[r.Bound]
-		if r.Bound == "apiserver-writes-100" && metrics["apiserver-rtt-ms"] > 0 {
-			// The benchmark measured the API server's round trip in the same run.
-			r.BoundVal = 101 * metrics["apiserver-rtt-ms"] / 1000
+		if r.Bound == "apiserver-round-trips-201" && metrics["apiserver-rtt-ms"] > 0 {
+			// The benchmark measured the API server's round trip in the same run. Its timer
+			// covers the 100 Creates it issues itself, so the bound counts them too.
+			r.BoundVal = 201 * metrics["apiserver-rtt-ms"] / 1000
 		}
 		if r.BoundVal > 0 && r.Value > 0 {
 			if r.HigherIsBetter {
@@ -185,10 +186,11 @@ func bounds() map[string]float64 {
 		// Per topic a node must at least keep the topic id, its log id and one cursor row:
 		// 3×32 bytes. The floor is tiny; the ratio shows how much bookkeeping costs.
 		"topic-state-floor-mib": 1000 * 96.0 / (1 << 20),
-		// 100 TopicReplicas need at least 100 status writes plus one ConfigMap update; the
-		// bound is that many sequential API round trips: the benchmark reports the median
-		// GET round trip as apiserver-rtt-ms and main uses it; 2 ms is the fallback.
-		"apiserver-writes-100": 101 * 0.002,
+		// The benchmark's timer covers its own 100 Creates, and 100 TopicReplicas need at
+		// least 100 status writes plus one ConfigMap update: the bound is those 201 API round
+		// trips done sequentially. The benchmark reports the median GET round trip as
+		// apiserver-rtt-ms and main uses it; 2 ms is the fallback.
+		"apiserver-round-trips-201": 201 * 0.002,
 	}
 }
 

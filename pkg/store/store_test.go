@@ -594,6 +594,9 @@ func FuzzWriteBatchMatchesSequential(f *testing.F) {
 		return out
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 300 { // the one-by-one side costs a transaction per byte
+			data = data[:300]
+		}
 		ctx := context.Background()
 		for _, s := range []*Store{batched, single} {
 			if _, err := s.w.ExecContext(ctx, "DELETE FROM operations; DELETE FROM topic_logs"); err != nil {
