@@ -6,7 +6,7 @@ import (
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
-// Event is one of SyncStarted, SyncEnded or SessionFailed.
+// Event is one of SyncStarted, SyncEnded, SessionFailed or SessionEnded.
 type Event interface{ isEvent() }
 
 // SyncStarted is emitted once both sides announced what they are about to push (PreSync or
@@ -48,6 +48,20 @@ type SessionFailed struct {
 	Misbehaving bool
 }
 
+// SessionEnded is emitted by the Manager exactly once for every session that passed the
+// handshake, after it stopped for any reason: catch-up only, a live session closed by
+// either side, a failure (after SessionFailed), a replaced session or a local shutdown.
+// Per-session state kept by a Sink can be released on it; no Receive of that session
+// follows. Err is nil for a clean end.
+type SessionEnded struct {
+	Topic     operation.Topic
+	Peer      peer.ID
+	SessionID uint64
+	Initiator bool
+	Err       error
+}
+
+func (SessionEnded) isEvent()  {}
 func (SyncStarted) isEvent()   {}
 func (SyncEnded) isEvent()     {}
 func (SessionFailed) isEvent() {}

@@ -29,7 +29,7 @@ type Config struct {
 	CatchUpOnly bool
 	// Session tunes limits, timeouts and queues; its Live field is ignored (see CatchUpOnly).
 	Session SessionConfig
-	// OnEvent receives SyncStarted, SyncEnded and SessionFailed for every topic. It is called
+	// OnEvent receives SyncStarted, SyncEnded, SessionFailed and SessionEnded for every topic. It is called
 	// from session goroutines and must not block for long.
 	OnEvent func(Event)
 	// MaxInboundPerPeer caps concurrent sessions a single peer may open to us (across
@@ -455,14 +455,17 @@ func (m *Manager) runSession(ctx context.Context, ts *topicState, p peer.ID, str
 	switch {
 	case err == nil, errors.Is(err, ErrRemoteClosed):
 		_ = str.Close()
+		err = nil
 	case ctx.Err() != nil:
 		// We ended it (shutdown, RemovePeer, Unsubscribe, lost tie-break): Close was exchanged.
 		_ = str.Close()
-		return completed
+		err = nil
 	default:
 		_ = str.Reset()
 		m.fail(ts, p, id, initiator, err)
 	}
+	// Every path ends here, so a sink's per-session state is always released.
+	m.emit(SessionEnded{Topic: ts.topic, Peer: p, SessionID: id, Initiator: initiator, Err: err})
 	return completed
 }
 

@@ -270,16 +270,16 @@ func (nw *network) onSyncEvent(ev logsync.Event) {
 		})
 	case logsync.SyncEnded:
 		author, _ := p2p.PublicKeyFromPeerID(e.Peer)
-		// Catch-up is over and Settle drained its checks; live-phase operations start a
-		// fresh check state lazily, so nothing accumulates per finished catch-up.
-		nw.sink.endSession(e.SessionID)
 		nw.n.emitTopicEvent(ctx, e.Topic, SyncEnded{
 			Peer: author, SessionID: e.SessionID,
 			SentOps: e.SentOps, ReceivedOps: e.ReceivedOps,
 			SentBytes: e.SentBytes, ReceivedBytes: e.ReceivedBytes, Err: e.Err,
 		})
-	case logsync.SessionFailed:
+	case logsync.SessionEnded:
+		// The session is over on every path (catch-up only, live closed, failed, replaced),
+		// so its check state goes with it rather than when the peer disconnects.
 		nw.sink.endSession(e.SessionID)
+	case logsync.SessionFailed:
 		lvl := slog.LevelDebug
 		if e.Misbehaving {
 			lvl = slog.LevelWarn
