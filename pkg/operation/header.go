@@ -88,6 +88,27 @@ func (h *Header) encode(withSignature bool) []byte {
 	return out
 }
 
+// signingBytesOfCanonical returns h.SigningBytes() for a header whose canonical encoding is
+// data, without encoding it again: the canonical encoding is a one-byte array head (at most
+// 8 elements), the version as a CBOR unsigned integer, the public key (2 + 32 bytes) and the
+// signature (2 + 64 bytes), then the rest; the signing bytes are the same array minus the
+// signature element.
+func signingBytesOfCanonical(data []byte, h *Header) []byte {
+	versionLen := 1
+	switch {
+	case h.Version >= 256:
+		versionLen = 3
+	case h.Version >= 24:
+		versionLen = 2
+	}
+	sigStart := 1 + versionLen + 2 + len(h.PublicKey)
+	sigEnd := sigStart + 2 + len(h.Signature)
+	out := make([]byte, 0, len(data)-(sigEnd-sigStart))
+	out = append(out, data[0]-1) // one element fewer; 0x80|n with n >= 4 here
+	out = append(out, data[1:sigStart]...)
+	return append(out, data[sigEnd:]...)
+}
+
 // DecodeHeader parses a signed header. It enforces p2panda-core's structural rules (hash iff
 // payload, backlink iff seq > 0, no excess elements) and additionally requires the canonical
 // encoding, so that the bytes received are exactly the bytes hashed and signed.

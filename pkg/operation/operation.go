@@ -78,7 +78,9 @@ func (l Limits) Decode(headerBytes, body []byte) (*Operation, error) {
 		body = nil
 	}
 	op := &Operation{Hash: HashOf(headerBytes), Header: *h, HeaderBytes: bytes.Clone(headerBytes), Body: bytes.Clone(body)}
-	if err := op.Validate(); err != nil {
+	// DecodeHeader checked that headerBytes is the canonical encoding, so the signed bytes
+	// can be cut out of it instead of encoding the header a second time.
+	if err := op.validate(signingBytesOfCanonical(headerBytes, h)); err != nil {
 		return nil, err
 	}
 	return op, nil
@@ -87,6 +89,10 @@ func (l Limits) Decode(headerBytes, body []byte) (*Operation, error) {
 // Validate applies p2panda-core's validate_operation: version, the header's internal
 // consistency, the signature and, if the body is present, its size and hash.
 func (o *Operation) Validate() error {
+	return o.validate(o.Header.SigningBytes())
+}
+
+func (o *Operation) validate(signingBytes []byte) error {
 	h := &o.Header
 	if h.Version != Version {
 		return invalid(ErrUnsupportedVersion, "version %d", h.Version)
@@ -99,7 +105,7 @@ func (o *Operation) Validate() error {
 			return invalid(ErrPayloadMismatch, "body hash %s, header says %s", HashOf(o.Body).Short(), h.PayloadHash.Short())
 		}
 	}
-	if !h.PublicKey.Verify(h.SigningBytes(), h.Signature) {
+	if !h.PublicKey.Verify(signingBytes, h.Signature) {
 		return invalid(ErrSignature, "author %s", h.PublicKey.Short())
 	}
 	return nil
