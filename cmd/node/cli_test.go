@@ -251,6 +251,7 @@ func (d *daemon_) start(extra ...string) {
 	t := d.t
 	t.Helper()
 	d.logs = &syncBuffer{}
+	d.exitCode = 0
 	d.cmd = exec.Command(pandaBin, append(append([]string(nil), d.args...), extra...)...)
 	d.cmd.Env = cleanEnv()
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
@@ -329,10 +330,10 @@ type subscriber_ struct {
 	done   chan struct{}
 }
 
-func (d *daemon_) subscribe(topic, from string) *subscriber_ {
+func (d *daemon_) subscribe(topic, from string, extra ...string) *subscriber_ {
 	t := d.t
 	t.Helper()
-	cmd := exec.Command(pandaBin, "subscribe", "--json", "--topic", topic, "--from", from)
+	cmd := exec.Command(pandaBin, append([]string{"subscribe", "--json", "--topic", topic, "--from", from}, extra...)...)
 	cmd.Env = append(cleanEnv(), "PANDA_ADMIN_ADDR="+d.admin)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -443,6 +444,94 @@ func TestDaemonPublishSubscribeRestart(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Seq != 2 {
 		t.Fatalf("publish after restart %q: %v (log must continue at seq 2)", out, err)
 	}
+	d.stop()
+}
+
+// kill stops the node with SIGKILL.
+func (d *daemon_) kill() {
+	d.t.Helper()
+	_ = d.cmd.Process.Kill()
+	<-d.exited
+}
+
+// close ends a subscribe process and waits for it.
+func (s *subscriber_) close() {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	<-s.done
+	_ = s.cmd.Wait()
+}
+
+// TestDaemonExplicitAckReplaysUntilAcked: under --ack-policy explicit, operations of a
+// topics-file topic that no client acknowledged are delivered to every new frontier
+// subscription, across a kill -9, until `subscribe --ack` acknowledges them; after that a
+// restart replays nothing.
+func TestDaemonExplicitAckReplaysUntilAcked(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts panda-node processes")
+	}
+	topics := filepath.Join(t.TempDir(), "topics")
+	if err := os.WriteFile(topics, []byte("acked\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := newTestDaemon(t, "--ack-policy", "explicit", "--topics-file", topics)
+	d.start()
+	d.cli("publish", "--topic", "acked", "one") // nobody subscribed
+	d.cli("publish", "--topic", "acked", "two")
+	d.kill()
+	d.start()
+	// The replay at start went to nobody: the operations are still un-acknowledged.
+	sub := d.subscribe("acked", "frontier")
+	for _, m := range []string{"one", "two"} {
+		if ev := sub.waitMessage(t, m, 20*time.Second, " (un-acked operation not replayed)"); ev.Source != "replay" {
+			t.Fatalf("%s delivered with source %q", m, ev.Source)
+		}
+	}
+	d.cli("publish", "--topic", "acked", "three")
+	sub.waitMessage(t, "three", 20*time.Second, "")
+	sub.close()
+	// Received but not acknowledged: delivered again, this time acknowledged.
+	acker := d.subscribe("acked", "frontier", "--ack")
+	for _, m := range []string{"one", "two", "three"} {
+		acker.waitMessage(t, m, 20*time.Second, " (received, not acked, must be replayed)")
+	}
+	// The ack of "three" is sent after it was printed: wait for the store to know it.
+	d.cli("publish", "--topic", "acked", "marker")
+	acker.waitMessage(t, "marker", 20*time.Second, "")
+	acker.close()
+	d.stop()
+	d.start()
+	after := d.subscribe("acked", "frontier")
+	d.cli("publish", "--topic", "acked", "four")
+	for ev := range after.events {
+		if ev.Type != admin.EventProcessed {
+			continue
+		}
+		if string(ev.Message) != "four" {
+			t.Fatalf("acknowledged operation %q delivered again", ev.Message)
+		}
+		break
+	}
+	after.close()
+	d.stop()
+}
+
+// TestDaemonDataDirLocked: a second daemon on the data dir of a running one refuses to start
+// with a clear message (it would share the peer id and fork the logs); once the first one
+// stopped, it starts.
+func TestDaemonDataDirLocked(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts panda-node processes")
+	}
+	d := newTestDaemon(t)
+	d.start()
+	_, stderr, code := cli(t, nil, "run", "--data-dir", d.dir, "--key-file", d.keyFile,
+		"--listen", "/ip4/127.0.0.1/tcp/"+freePort(t), "--mdns=false", "--admin-listen", freeAddr(t),
+		"--metrics-listen", freeAddr(t))
+	if code != 1 || !strings.Contains(stderr, "in use by another panda-node") || !strings.Contains(stderr, d.dir) {
+		t.Fatalf("second daemon on one data dir: exit %d, stderr:\n%s", code, stderr)
+	}
+	d.stop()
+	d.start() // the lock went with the first process
 	d.stop()
 }
 

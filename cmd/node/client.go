@@ -219,13 +219,25 @@ TOPIC is 64 hex characters or any other string, which is hashed with BLAKE3.`,
 func newSubscribeCmd() *cobra.Command {
 	var f clientFlags
 	var topic, from string
+	var ack bool
 	cmd := &cobra.Command{
-		Use:   "subscribe --topic TOPIC [--from start|frontier] [--json]",
+		Use:   "subscribe --topic TOPIC [--from start|frontier] [--ack] [--json]",
 		Short: "Print the events of a topic as they arrive",
 		Long: `Subscribe to TOPIC on a running node and print its events until interrupted (or until
-the node goes away). --from start first prints every stored operation of the topic;
---from frontier (default) prints only what arrives from now on (and anything not yet
-acknowledged).
+the node goes away).
+
+--from frontier (default) prints what arrives from now on. If the node runs with
+--ack-policy explicit, it first prints every stored operation of the topic that no client
+has acknowledged yet, including those that arrived while nobody was subscribed and those
+left over from before a restart; an operation is printed again by every later subscribe
+until a client acknowledges it. --from start first prints every stored operation of the
+topic, acknowledged or not.
+
+--ack acknowledges each operation after it was printed (written to standard output). An
+acknowledgement covers the operation and every earlier one of its author's log in the
+topic; it is shared by all clients of the topic. To acknowledge only after processing,
+leave --ack off and run "panda-node ack --topic TOPIC HASH" when done. Under
+--ack-policy automatic the node acknowledges by itself and --ack changes nothing.
 
 With --json every event is one JSON object per line (the admin API's NDJSON format, message
 base64-encoded); otherwise one readable line per event.`,
@@ -261,18 +273,60 @@ base64-encoded); otherwise one readable line per event.`,
 					return err
 				}
 				if f.asJSON {
-					if err := enc.Encode(ev); err != nil {
-						return err
-					}
-					continue
+					err = enc.Encode(ev)
+				} else {
+					_, err = fmt.Fprintln(w, formatEvent(ev))
 				}
-				fmt.Fprintln(w, formatEvent(ev))
+				if err != nil {
+					return fmt.Errorf("print event: %w", err)
+				}
+				if ack && ev.Type == admin.EventProcessed {
+					if err := c.Ack(cmd.Context(), topic, ev.Hash); err != nil {
+						if cmd.Context().Err() != nil {
+							return nil
+						}
+						return fmt.Errorf("ack %s: %w", ev.Hash, err)
+					}
+				}
 			}
 		},
 	}
 	f.register(cmd, "one JSON object per event and line")
 	cmd.Flags().StringVar(&topic, "topic", "", "topic to subscribe to (required)")
 	cmd.Flags().StringVar(&from, "from", "frontier", "start or frontier")
+	cmd.Flags().BoolVar(&ack, "ack", false, "acknowledge each operation once it is printed")
+	return cmd
+}
+
+func newAckCmd() *cobra.Command {
+	var f clientFlags
+	var topic string
+	cmd := &cobra.Command{
+		Use:   "ack --topic TOPIC HASH...",
+		Short: "Acknowledge operations of a topic",
+		Long: `Acknowledge the operations HASH of TOPIC on a running node (under --ack-policy
+explicit), so they are no longer sent to new subscriptions. An acknowledgement covers the
+operation and every earlier one of its author's log in the topic. Unknown hashes (for
+example of pruned operations) are ignored.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if topic == "" {
+				return usageErrorf("--topic is required")
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			for _, h := range args {
+				if err := c.Ack(cmd.Context(), topic, h); err != nil {
+					return fmt.Errorf("ack %s: %w", h, err)
+				}
+			}
+			return nil
+		},
+	}
+	f.register(cmd, "")
+	cmd.Flags().StringVar(&topic, "topic", "", "topic of the operations (required)")
 	return cmd
 }
 

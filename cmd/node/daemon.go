@@ -14,12 +14,10 @@ import (
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
-// Subscriber buffer sizes. A subscriber that falls this far behind is disconnected rather
-// than back-pressuring the topic for everybody (it can reconnect with --from start).
-const (
-	liveBuffer    = 256
-	historyBuffer = 4096 // live events held back while a from=start subscriber replays history
-)
+// liveBuffer is the capacity of the node's event channel of a topic and of its conversion
+// to admin events. The topic runner drains both at once (fanning out never blocks), so
+// they stay small: with 1 MiB messages every slot can hold a MiB.
+const liveBuffer = 16
 
 // daemon owns the open topics of a node: it opens them for the topics file and the admin
 // API, fans each topic's events out to admin subscribers, acknowledges operations under the
@@ -36,6 +34,10 @@ type daemon struct {
 	closing  bool
 	detached chan struct{} // closed by detachSubscribers
 	wg       sync.WaitGroup
+
+	// maxAPITopics caps the topics opened through the admin API (not counting the topics
+	// file); 0 means no cap.
+	maxAPITopics int
 
 	// afterEvent, if set, is called after each event was fanned out (tests only).
 	afterEvent func(admin.Event)
@@ -61,12 +63,23 @@ type topicRunner struct {
 	subs map[*subscriber]struct{}
 }
 
+// subscriber is one admin events client of a topic.
 type subscriber struct {
-	ch     chan admin.Event
-	closed bool // guarded by topicRunner.mu
+	q *eventQueue
 }
 
 var errClosing = fmt.Errorf("shutting down: %w", admin.ErrNotReady)
+
+// apiTopicsLocked counts the topics open only because of the admin API.
+func (d *daemon) apiTopicsLocked() int {
+	n := 0
+	for _, r := range d.topics {
+		if !r.fromFile {
+			n++
+		}
+	}
+	return n
+}
 
 // ensure opens topic if needed and records why it is open.
 func (d *daemon) ensure(ctx context.Context, t config.Topic, fromFile bool) (*topicRunner, error) {
@@ -82,6 +95,10 @@ func (d *daemon) ensure(ctx context.Context, t config.Topic, fromFile bool) (*to
 			r.fromAPI = true
 		}
 		return r, nil
+	}
+	if !fromFile && d.maxAPITopics > 0 && d.apiTopicsLocked() >= d.maxAPITopics {
+		return nil, fmt.Errorf("open topic %s: %d topics are open through the admin API (--max-api-topics): %w",
+			t.Topic, d.maxAPITopics, admin.ErrLimit)
 	}
 	// Opening under d.mu serialises topic opens; they are rare (start-up, file reload,
 	// first use through the API) and this keeps "at most one stream per topic" trivial.
@@ -114,15 +131,10 @@ func (d *daemon) run(r *topicRunner) {
 			if !ok {
 				return
 			}
-			delivered := r.fanout(ev, d.log)
-			// Under the explicit policy an operation counts as handled once a client has
-			// received it; nobody listening means it stays un-acked and is delivered again
-			// from the frontier after a restart.
-			if d.ack == config.AckExplicit && delivered > 0 && ev.Type == admin.EventProcessed {
-				if err := r.stream.Ack(context.Background(), ev.Hash); err != nil {
-					d.log.Warn("ack failed", "topic", r.name, "hash", ev.Hash, "err", err)
-				}
-			}
+			// Under the explicit policy nothing is acknowledged here: a client acknowledges
+			// each operation through the admin API once it has processed it, and every
+			// frontier subscription is first sent what is not acknowledged yet.
+			r.fanout(ev, d.log)
 			if ev.Type == admin.EventProcessingFailed {
 				d.log.Warn("operation rejected", "topic", r.name, "hash", ev.Hash, "source", ev.Source, "peer", ev.Peer, "err", ev.Error)
 			}
@@ -133,37 +145,28 @@ func (d *daemon) run(r *topicRunner) {
 	}
 }
 
-func (r *topicRunner) fanout(ev admin.Event, log *slog.Logger) int {
+func (r *topicRunner) fanout(ev admin.Event, log *slog.Logger) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := 0
 	for s := range r.subs {
-		select {
-		case s.ch <- ev:
-			n++
-		default:
-			log.Warn("disconnecting slow event subscriber", "topic", r.name)
-			s.closed = true
-			close(s.ch)
+		if !s.q.push(ev) {
+			log.Warn("disconnecting slow event subscriber", "topic", r.name,
+				"queue_events", subscriberQueueEvents, "queue_bytes", subscriberQueueBytes)
 			delete(r.subs, s)
 		}
 	}
-	return n
 }
 
-func (r *topicRunner) subscribe(buffer int) (*subscriber, func()) {
-	s := &subscriber{ch: make(chan admin.Event, buffer)}
+func (r *topicRunner) subscribe() (*subscriber, func()) {
+	s := &subscriber{q: newEventQueue(subscriberQueueEvents, subscriberQueueBytes)}
 	r.mu.Lock()
 	r.subs[s] = struct{}{}
 	r.mu.Unlock()
 	return s, func() {
 		r.mu.Lock()
-		defer r.mu.Unlock()
-		if !s.closed {
-			s.closed = true
-			close(s.ch)
-			delete(r.subs, s)
-		}
+		delete(r.subs, s)
+		r.mu.Unlock()
+		s.q.close()
 	}
 }
 
@@ -171,8 +174,7 @@ func (r *topicRunner) closeSubscribers() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for s := range r.subs {
-		s.closed = true
-		close(s.ch)
+		s.q.close()
 		delete(r.subs, s)
 	}
 }
@@ -318,6 +320,32 @@ func (d *daemon) Publish(ctx context.Context, topic string, msg []byte) (admin.P
 	return res, nil
 }
 
+// Ack acknowledges the operation hash of topic (and, acknowledgements being a per-log
+// high-water mark, every earlier operation of its author's log in the topic).
+func (d *daemon) Ack(ctx context.Context, topic, hash string) error {
+	t, err := d.topicFromHex(topic)
+	if err != nil {
+		return err
+	}
+	if _, err := operation.ParseHash(hash); err != nil {
+		return fmt.Errorf("%w: hash: %v", admin.ErrInvalid, err)
+	}
+	r, err := d.ensure(ctx, t, false)
+	if err != nil {
+		return err
+	}
+	if err := r.stream.Ack(ctx, hash); err != nil {
+		return fmt.Errorf("ack %s on %s: %w", hash, t.Topic, err)
+	}
+	return nil
+}
+
+// Subscribe streams a topic's events to one admin client. Every client receives every
+// event. from=start first sends every stored operation; from=frontier under the explicit
+// ack policy first sends every operation not acknowledged yet (so a client that connects
+// after a restart, or after operations arrived while nobody listened, receives them). In
+// both cases the subscriber registers for live events before the store is read, and live
+// operations the replay already covered are not sent twice.
 func (d *daemon) Subscribe(ctx context.Context, topic string, from admin.From) (<-chan admin.Event, func(), error) {
 	t, err := d.topicFromHex(topic)
 	if err != nil {
@@ -327,20 +355,17 @@ func (d *daemon) Subscribe(ctx context.Context, topic string, from admin.From) (
 	if err != nil {
 		return nil, nil, err
 	}
-	if from != admin.FromStart {
-		s, stop := r.subscribe(liveBuffer)
-		return s.ch, stop, nil
-	}
-	// from=start: register for live events first so nothing falls between history and
-	// live, replay the store, then forward live events the history did not already cover.
-	s, stop := r.subscribe(historyBuffer)
-	out := make(chan admin.Event, liveBuffer)
+	replay := from == admin.FromStart || d.ack == config.AckExplicit
+	s, unsubscribe := r.subscribe()
+	// Unbuffered: the client's connection is the only buffer, so a stalled client holds
+	// at most the event being written.
+	out := make(chan admin.Event)
 	hctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		defer close(out)
-		defer stop()
+		defer unsubscribe()
 		send := func(ev admin.Event) error {
 			select {
 			case out <- ev:
@@ -352,35 +377,33 @@ func (d *daemon) Subscribe(ctx context.Context, topic string, from admin.From) (
 			}
 		}
 		maxSeq := map[string]uint64{} // author → highest seq replayed
-		err := d.node.History(hctx, r.topic, func(ev admin.Event) error {
-			if last, ok := maxSeq[ev.Author]; !ok || ev.Seq > last {
-				maxSeq[ev.Author] = ev.Seq
+		if replay {
+			err := d.node.History(hctx, r.topic, from, func(ev admin.Event) error {
+				if last, ok := maxSeq[ev.Author]; !ok || ev.Seq > last {
+					maxSeq[ev.Author] = ev.Seq
+				}
+				return send(ev)
+			})
+			if err != nil {
+				if !errors.Is(err, context.Canceled) && !errors.Is(err, errClosing) {
+					d.log.Warn("replay history", "topic", r.name, "from", from, "err", err)
+					_ = send(admin.Event{Type: admin.EventReplayFailed, Topic: r.topic.String(), Error: err.Error()})
+				}
+				return
 			}
-			return send(ev)
-		})
-		if err != nil {
-			if !errors.Is(err, context.Canceled) && !errors.Is(err, errClosing) {
-				d.log.Warn("replay history", "topic", r.name, "err", err)
-				_ = send(admin.Event{Type: admin.EventReplayFailed, Topic: r.topic.String(), Error: err.Error()})
-			}
-			return
 		}
 		for {
-			select {
-			case <-hctx.Done():
+			ev, ok := s.q.pop(hctx)
+			if !ok {
 				return
-			case ev, ok := <-s.ch:
-				if !ok {
-					return
+			}
+			if ev.Type == admin.EventProcessed {
+				if last, ok := maxSeq[ev.Author]; ok && ev.Seq <= last {
+					continue // already sent from the store
 				}
-				if ev.Type == admin.EventProcessed {
-					if last, ok := maxSeq[ev.Author]; ok && ev.Seq <= last {
-						continue // already sent from history
-					}
-				}
-				if send(ev) != nil {
-					return
-				}
+			}
+			if send(ev) != nil {
+				return
 			}
 		}
 	}()

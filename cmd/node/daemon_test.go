@@ -138,6 +138,27 @@ func TestDaemonTopicsFileChanges(t *testing.T) {
 	}
 }
 
+// recvMessages receives processed events until it has one per message and checks their
+// order.
+func recvMessages(t *testing.T, ch <-chan admin.Event, want ...string) []admin.Event {
+	t.Helper()
+	var got []admin.Event
+	for len(got) < len(want) {
+		ev := recv(t, ch)
+		if ev.Type != admin.EventProcessed {
+			continue
+		}
+		if string(ev.Message) != want[len(got)] {
+			t.Fatalf("message %d = %q (source %s), want %q", len(got), ev.Message, ev.Source, want[len(got)])
+		}
+		got = append(got, ev)
+	}
+	return got
+}
+
+// TestDaemonExplicitAck: under the explicit policy the daemon acknowledges nothing by
+// itself. Every frontier subscriber first receives what no client acknowledged (also what
+// arrived while nobody listened), and an ack from any client moves the topic's cursor.
 func TestDaemonExplicitAck(t *testing.T) {
 	n := newMemNode()
 	d := newDaemon(n, quietLog(), nil, config.AckExplicit, "test")
@@ -146,28 +167,72 @@ func TestDaemonExplicitAck(t *testing.T) {
 	defer d.Close()
 	ctx := testCtx(t)
 	topic := topicOf("x").Topic.String()
-	// Nobody listening: not acked.
-	if _, err := d.Publish(ctx, topic, []byte("unseen")); err != nil {
-		t.Fatal(err)
+	// Nobody listening.
+	for _, m := range []string{"a", "b"} {
+		if _, err := d.Publish(ctx, topic, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+		recv(t, handled)
 	}
-	recv(t, handled)
-	evs, stop, err := d.Subscribe(ctx, topic, admin.FromFrontier)
+	first, stopFirst, err := d.Subscribe(ctx, topic, admin.FromFrontier)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
-	res, err := d.Publish(ctx, topic, []byte("seen"))
+	defer stopFirst()
+	got := recvMessages(t, first, "a", "b")
+	if got[0].Source != "replay" {
+		t.Fatalf("un-acked operation delivered with source %q, want replay", got[0].Source)
+	}
+	if _, err := d.Publish(ctx, topic, []byte("c")); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, handled)
+	c := recvMessages(t, first, "c")[0]
+	// A second client receives every operation not acknowledged, though the first one
+	// received them.
+	second, stopSecond, err := d.Subscribe(ctx, topic, admin.FromFrontier)
 	if err != nil {
 		t.Fatal(err)
 	}
-	recv(t, evs)
-	recv(t, handled)
+	recvMessages(t, second, "a", "b", "c")
+	stopSecond()
 	n.mu.Lock()
-	acked := append([]string(nil), n.acked...)
+	acked := len(n.acked)
 	n.mu.Unlock()
-	if len(acked) != 1 || acked[0] != res.Hash {
-		t.Fatalf("acked = %v, want only %s", acked, res.Hash)
+	if acked != 0 {
+		t.Fatalf("the daemon acknowledged %d operations by itself", acked)
 	}
+	if err := d.Ack(ctx, topic, got[1].Hash); err != nil {
+		t.Fatal(err)
+	}
+	stopFirst()
+	third, stopThird, err := d.Subscribe(ctx, topic, admin.FromFrontier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopThird()
+	if _, err := d.Publish(ctx, topic, []byte("d")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := recvMessages(t, third, "c", "d"); ev[0].Hash != c.Hash {
+		t.Fatalf("replayed %+v, want %s", ev[0], c.Hash)
+	}
+	if err := d.Ack(ctx, topic, "nothex"); !errors.Is(err, admin.ErrInvalid) {
+		t.Fatalf("ack of a bad hash: %v", err)
+	}
+}
+
+// waitUnsubscribed waits until the topic's runner dropped every subscriber.
+func waitUnsubscribed(t *testing.T, d *daemon, topic operation.Topic) {
+	t.Helper()
+	d.mu.Lock()
+	r := d.topics[topic]
+	d.mu.Unlock()
+	waitFor(t, 10*time.Second, "slow subscriber disconnected", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.subs) == 0
+	})
 }
 
 func TestDaemonSlowSubscriberIsDisconnected(t *testing.T) {
@@ -181,34 +246,45 @@ func TestDaemonSlowSubscriberIsDisconnected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	for i := 0; i < liveBuffer+10; i++ {
+	for i := 0; i < subscriberQueueEvents+10; i++ {
 		if _, err := d.Publish(ctx, topic, []byte(fmt.Sprint(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Do not read until the runner has fanned everything out (reading would make room).
-	d.mu.Lock()
-	r := d.topics[topicOf("x").Topic]
-	d.mu.Unlock()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		r.mu.Lock()
-		left := len(r.subs)
-		r.mu.Unlock()
-		if left == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("slow subscriber never disconnected")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUnsubscribed(t, d, topicOf("x").Topic)
 	got := 0
 	for range slow {
 		got++
 	}
-	if got != liveBuffer {
-		t.Fatalf("slow subscriber got %d events before being disconnected, want %d", got, liveBuffer)
+	if got > 1 { // the event the subscription was already handing over
+		t.Fatalf("slow subscriber got %d events after it was disconnected", got)
+	}
+}
+
+// TestDaemonSlowSubscriberBoundedByBytes: large messages disconnect a stalled subscriber
+// long before the event count limit, so its queue never holds more than
+// subscriberQueueBytes.
+func TestDaemonSlowSubscriberBoundedByBytes(t *testing.T) {
+	n := newMemNode()
+	d := newDaemon(n, quietLog(), nil, config.AckAutomatic, "test")
+	defer d.Close()
+	ctx := testCtx(t)
+	topic := topicOf("big").Topic.String()
+	slow, stop, err := d.Subscribe(ctx, topic, admin.FromFrontier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	msg := make([]byte, 1<<20)
+	for i := 0; i < subscriberQueueBytes>>20+4; i++ {
+		msg[0] = byte(i)
+		if _, err := d.Publish(ctx, topic, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUnsubscribed(t, d, topicOf("big").Topic)
+	for range slow {
 	}
 }
 
@@ -240,5 +316,36 @@ func TestDaemonBadTopic(t *testing.T) {
 	defer d.Close()
 	if _, err := d.Publish(testCtx(t), "", []byte("x")); !errors.Is(err, admin.ErrInvalid) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestDaemonAPITopicCap: topics opened through the admin API are capped; topics of the
+// topics file do not count and are always opened.
+func TestDaemonAPITopicCap(t *testing.T) {
+	n := newMemNode()
+	d := newDaemon(n, quietLog(), nil, config.AckAutomatic, "test")
+	d.maxAPITopics = 2
+	defer d.Close()
+	ctx := testCtx(t)
+	if _, err := d.ensure(ctx, topicOf("file"), true); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a", "b"} {
+		if err := d.AddTopic(ctx, topicOf(name).Topic.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.AddTopic(ctx, topicOf("c").Topic.String()); !errors.Is(err, admin.ErrLimit) {
+		t.Fatalf("third API topic: %v, want ErrLimit", err)
+	}
+	if _, err := d.Publish(ctx, topicOf("d").Topic.String(), []byte("x")); !errors.Is(err, admin.ErrLimit) {
+		t.Fatalf("publish to a new topic beyond the cap: %v", err)
+	}
+	// Topics already open stay usable.
+	if _, err := d.Publish(ctx, topicOf("a").Topic.String(), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.ensure(ctx, topicOf("file2"), true); err != nil {
+		t.Fatalf("topics file beyond the API cap: %v", err)
 	}
 }

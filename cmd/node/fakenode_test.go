@@ -22,6 +22,7 @@ type memNode struct {
 	open    map[operation.Topic]*memStream
 	opened  []operation.Topic // every Open call, in order
 	acked   []string
+	cursor  map[operation.Topic]uint64 // highest acknowledged seq per topic
 	closed  bool
 	publish chan struct{} // if non-nil, Publish blocks until it can receive from it
 	entered chan struct{} // if non-nil, Publish sends to it before blocking on publish
@@ -43,7 +44,8 @@ func newMemNode() *memNode {
 	if err != nil {
 		panic(err)
 	}
-	return &memNode{key: k, logs: map[operation.Topic][]admin.Event{}, open: map[operation.Topic]*memStream{}}
+	return &memNode{key: k, logs: map[operation.Topic][]admin.Event{}, open: map[operation.Topic]*memStream{},
+		cursor: map[operation.Topic]uint64{}}
 }
 
 func (n *memNode) PeerID() string {
@@ -96,15 +98,21 @@ func (n *memNode) Open(_ context.Context, t operation.Topic) (topicStream, error
 	return s, nil
 }
 
-func (n *memNode) History(ctx context.Context, t operation.Topic, fn func(admin.Event) error) error {
+func (n *memNode) History(ctx context.Context, t operation.Topic, from admin.From, fn func(admin.Event) error) error {
 	if n.beforeHistory != nil {
 		n.beforeHistory()
 	}
 	n.mu.Lock()
 	evs := append([]admin.Event(nil), n.logs[t]...)
+	if c, ok := n.cursor[t]; ok && from == admin.FromFrontier {
+		evs = evs[c+1:]
+	}
 	n.mu.Unlock()
 	for _, ev := range evs {
-		ev.Source = "replay"
+		ev.Source = "store"
+		if from == admin.FromFrontier {
+			ev.Source = "replay"
+		}
 		if err := fn(ev); err != nil {
 			return err
 		}
@@ -158,6 +166,13 @@ func (s *memStream) Ack(_ context.Context, hash string) error {
 	s.n.mu.Lock()
 	defer s.n.mu.Unlock()
 	s.n.acked = append(s.n.acked, hash)
+	for _, ev := range s.n.logs[s.topic] {
+		if ev.Hash == hash {
+			if c, ok := s.n.cursor[s.topic]; !ok || ev.Seq > c {
+				s.n.cursor[s.topic] = ev.Seq
+			}
+		}
+	}
 	return nil
 }
 

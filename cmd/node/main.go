@@ -110,6 +110,7 @@ Exit status: 0 success, 1 runtime error, 2 usage or configuration error.`,
 		newTopicsCmd(),
 		newPublishCmd(),
 		newSubscribeCmd(),
+		newAckCmd(),
 	)
 	return root
 }

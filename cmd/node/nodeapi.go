@@ -26,9 +26,11 @@ type daemonNode interface {
 	// Open subscribes to topic (sync + live delivery) from the ack frontier. The daemon
 	// opens each topic at most once at a time.
 	Open(ctx context.Context, topic operation.Topic) (topicStream, error)
-	// History calls fn for every stored operation of topic in log order (used for
-	// "from=start" without moving the persisted ack cursor).
-	History(ctx context.Context, topic operation.Topic, fn func(admin.Event) error) error
+	// History calls fn for stored operations of topic in log order, without moving the
+	// persisted ack cursor: every one for admin.FromStart (Source "store"), those after the
+	// ack cursor for admin.FromFrontier (Source "replay"). System-only operations are
+	// skipped.
+	History(ctx context.Context, topic operation.Topic, from admin.From, fn func(admin.Event) error) error
 	// Reconfigure applies the settings of cfg that may change while the node runs
 	// (config.Reloadable: bootstrap peers and announced addresses).
 	Reconfigure(cfg *config.Config) error

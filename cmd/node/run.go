@@ -10,21 +10,17 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pandanet/pandanet/internal/admin"
 	"github.com/pandanet/pandanet/internal/config"
 	"github.com/pandanet/pandanet/internal/metrics"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
-
-// shutdownTimeout bounds the graceful part of shutdown (in-flight admin requests, closing
-// topics, flushing the store). A second signal is not needed: after this the process exits.
-const shutdownTimeout = 30 * time.Second
 
 func newRunCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -71,8 +67,12 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// loadKey reads the identity key, creating it (mode 0600) on first start.
+// loadKey reads the identity key, creating it (mode 0600) on first start, or in place of an
+// empty file that an interrupted creation left.
 func loadKey(cfg *config.Config, log *slog.Logger) (operation.PrivateKey, error) {
+	if fi, err := os.Stat(cfg.KeyFile); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+		log.Warn("identity key file is empty (its creation was interrupted); creating a new key", "key_file", cfg.KeyFile)
+	}
 	key, created, err := operation.LoadOrCreateKeyFile(cfg.KeyFile)
 	if err != nil {
 		return operation.PrivateKey{}, &config.Error{Key: "key-file", Source: "flag/env/config or default", Value: cfg.KeyFile, Err: err}
@@ -85,177 +85,257 @@ func loadKey(cfg *config.Config, log *slog.Logger) (operation.PrivateKey, error)
 	return key, nil
 }
 
-// runDaemon runs the node until ctx is cancelled (SIGTERM/SIGINT) or a server fails.
-// runDaemon runs the node until ctx ends. load builds the configuration again when the
-// --config file changes (nil: the file is not watched).
-func runDaemon(ctx context.Context, cfg *config.Config, load func() (*config.Config, error), stderr io.Writer) error {
-	log := newLogger(cfg, stderr)
-	slog.SetDefault(log)
+// Shutdown and connection timeouts of the daemon's HTTP servers. Variables so tests can
+// shorten them.
+var (
+	// adminDrainTimeout is how long in-flight admin requests (publishes) may take to finish
+	// after a shutdown signal; connections still open then are closed.
+	adminDrainTimeout = 10 * time.Second
+	// nodeCloseTimeout bounds closing the node (topics, network, store flush). It starts
+	// when the servers are down, so a slow client cannot use it up.
+	nodeCloseTimeout = 30 * time.Second
+	// headerTimeout bounds reading a request's headers; idleTimeout how long a keep-alive
+	// connection may wait for its next request.
+	headerTimeout = 10 * time.Second
+	idleTimeout   = 60 * time.Second
+)
 
+// runDaemon runs the node until ctx ends (SIGTERM/SIGINT) or a server fails. load builds
+// the configuration again when the --config file changes (nil: the file is not watched).
+func runDaemon(ctx context.Context, cfg *config.Config, load func() (*config.Config, error), stderr io.Writer) error {
+	lc := &lifecycle{cfg: cfg, load: load, log: newLogger(cfg, stderr), metrics: metrics.New()}
+	slog.SetDefault(lc.log)
+	if err := lc.prepare(); err != nil {
+		lc.release()
+		return err
+	}
+	defer lc.release()
+	return lc.run(ctx)
+}
+
+// lifecycle is one run of the daemon: it prepares the data dir, key and listeners, starts
+// the HTTP servers, opens the node and its topics, watches the topics and config files, and
+// shuts everything down in order.
+type lifecycle struct {
+	cfg     *config.Config
+	load    func() (*config.Config, error)
+	log     *slog.Logger
+	metrics *metrics.Metrics
+
+	lock               *dataDirLock
+	key                operation.PrivateKey
+	metricsLn, adminLn net.Listener
+	running            atomic.Pointer[daemonNode] // set while the node serves (readiness)
+	metricsSrv         *http.Server
+	adminSrv           *http.Server
+	adminAPI           *admin.Server
+	node               daemonNode
+	topics             *daemon
+}
+
+// prepare creates and locks the data dir, loads the key and binds the HTTP ports (before
+// the node starts, so a taken port fails fast and /healthz answers while the node starts).
+func (lc *lifecycle) prepare() error {
+	cfg := lc.cfg
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return &config.Error{Key: "data-dir", Source: "flag/env/config or default", Value: cfg.DataDir, Err: err}
 	}
-	key, err := loadKey(cfg, log)
+	lock, err := lockDataDir(cfg.DataDir)
 	if err != nil {
 		return err
 	}
-	m := metrics.New()
-
-	// Bind the HTTP ports before starting the node so a taken port fails fast, and so
-	// /healthz answers while the node starts (/readyz says "starting" until it is up).
-	var metricsLn, adminLn net.Listener
+	lc.lock = lock
+	if lc.key, err = loadKey(cfg, lc.log); err != nil {
+		return err
+	}
 	if cfg.MetricsListen != "" {
-		if metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+		if lc.metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
 			return fmt.Errorf("metrics-listen %s: %w", cfg.MetricsListen, err)
 		}
-		defer metricsLn.Close()
 	}
 	if cfg.AdminListen != "" {
-		if adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		if lc.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 			return fmt.Errorf("admin-listen %s: %w", cfg.AdminListen, err)
 		}
-		defer adminLn.Close()
 	}
+	return nil
+}
 
-	var running atomic.Pointer[daemonNode]
-	ready := func(ctx context.Context) error {
-		n := running.Load()
-		if n == nil {
-			return errors.New("starting")
+// release closes what prepare opened.
+func (lc *lifecycle) release() {
+	for _, ln := range []net.Listener{lc.metricsLn, lc.adminLn} {
+		if ln != nil {
+			_ = ln.Close()
 		}
-		return (*n).Ready(ctx)
 	}
-	serveErr := make(chan error, 2)
-	var servers sync.WaitGroup
-	var metricsSrv *http.Server
-	if metricsLn != nil {
-		metricsSrv = &http.Server{Handler: metrics.Handler(m.Registry, ready), ReadHeaderTimeout: 10 * time.Second}
-		servers.Add(1)
-		go func() {
-			defer servers.Done()
-			if err := metricsSrv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				serveErr <- fmt.Errorf("metrics server: %w", err)
-			}
-		}()
-		log.Info("serving metrics", "addr", metricsLn.Addr().String())
+	if lc.lock != nil {
+		lc.lock.release()
 	}
-	defer func() {
-		if metricsSrv != nil {
+}
+
+func (lc *lifecycle) ready(ctx context.Context) error {
+	n := lc.running.Load()
+	if n == nil {
+		return errors.New("starting")
+	}
+	return (*n).Ready(ctx)
+}
+
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, IdleTimeout: idleTimeout}
+}
+
+// serve runs srv on ln in g; closing the server is not an error.
+func serve(g *errgroup.Group, name string, srv *http.Server, ln net.Listener) {
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("%s server: %w", name, err)
+		}
+		return nil
+	})
+}
+
+func (lc *lifecycle) run(ctx context.Context) error {
+	cfg, log := lc.cfg, lc.log
+	g, gctx := errgroup.WithContext(ctx)
+	if lc.metricsLn != nil {
+		lc.metricsSrv = newHTTPServer(metrics.Handler(lc.metrics.Registry, lc.ready))
+		serve(g, "metrics", lc.metricsSrv, lc.metricsLn)
+		log.Info("serving metrics", "addr", lc.metricsLn.Addr().String())
+	}
+	stopMetrics := func() {
+		if lc.metricsSrv != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			_ = metricsSrv.Shutdown(sctx)
+			if err := lc.metricsSrv.Shutdown(sctx); err != nil {
+				_ = lc.metricsSrv.Close()
+			}
 		}
-		servers.Wait()
-	}()
+	}
 
-	node, err := openNode(ctx, nodeParams{cfg: cfg, key: key, log: log, metrics: m, version: version})
+	node, err := openNode(ctx, nodeParams{cfg: cfg, key: lc.key, log: log, metrics: lc.metrics, version: version})
 	if err != nil {
-		return fmt.Errorf("start node: %w", err)
+		stopMetrics()
+		return errors.Join(fmt.Errorf("start node: %w", err), g.Wait())
 	}
-	d := newDaemon(node, log, m, cfg.AckPolicy, version)
-	closeNode := func() {
-		d.Close()
-		if err := node.Close(); err != nil {
-			log.Error("close node", "err", err)
-		}
-	}
+	lc.node = node
+	lc.topics = newDaemon(node, log, lc.metrics, cfg.AckPolicy, version)
+	lc.topics.maxAPITopics = cfg.MaxAPITopics
 	for _, t := range cfg.Topics {
-		if _, err := d.ensure(ctx, t, true); err != nil {
-			closeNode()
-			return err
+		if _, err := lc.topics.ensure(ctx, t, true); err != nil {
+			stopMetrics()
+			return errors.Join(err, lc.closeNode(), g.Wait())
 		}
 	}
-	running.Store(&node)
+	lc.running.Store(&node)
 
-	wctx, stopWatch := context.WithCancel(context.Background())
-	var watcher sync.WaitGroup
-	if cfg.TopicsFile != "" {
-		w := config.NewTopicsWatcher(cfg.TopicsFile, cfg.Topics)
-		w.OnChange = func(ch config.TopicsChange) {
-			log.Info("topics file changed", "added", len(ch.Added), "removed", len(ch.Removed), "topics", len(ch.All))
-			d.applyTopics(wctx, ch)
-		}
-		w.OnError = func(err error) {
-			log.Warn("topics file unreadable, keeping current topics", "path", cfg.TopicsFile, "err", err)
-		}
-		watcher.Add(1)
-		go func() { defer watcher.Done(); w.Run(wctx) }()
+	lc.watchTopicsFile(g, gctx)
+	lc.watchConfigFile(g, gctx)
+	if lc.adminLn != nil {
+		lc.adminAPI = admin.NewServer(lc.topics, admin.ServerOptions{Token: cfg.AdminToken, Logger: log})
+		lc.adminSrv = newHTTPServer(lc.adminAPI)
+		serve(g, "admin", lc.adminSrv, lc.adminLn)
+		log.Info("serving admin API", "addr", lc.adminLn.Addr().String(), "auth", cfg.AdminToken != "")
 	}
-
-	if cfg.ConfigFile != "" && load != nil {
-		w := config.NewConfigWatcher(cfg, load)
-		w.OnChange = func(_, next *config.Config, changed []string) {
-			var restart []string
-			for _, key := range changed {
-				if !slices.Contains(config.Reloadable, key) {
-					restart = append(restart, key)
-				}
-			}
-			if len(restart) > 0 {
-				log.Warn("config file changed keys that apply only after a restart", "path", cfg.ConfigFile, "keys", restart)
-			}
-			if len(restart) < len(changed) {
-				if err := node.Reconfigure(next); err != nil {
-					log.Error("apply reloaded config", "path", cfg.ConfigFile, "err", err)
-				}
-			}
-		}
-		w.OnError = func(err error) {
-			log.Warn("config file does not load, keeping the current settings", "path", cfg.ConfigFile, "err", err)
-		}
-		watcher.Add(1)
-		go func() { defer watcher.Done(); w.Run(wctx) }()
-	}
-
-	var adminSrv *http.Server
-	if adminLn != nil {
-		adminSrv = &http.Server{
-			Handler:           admin.NewServer(d, admin.ServerOptions{Token: cfg.AdminToken, Logger: log}),
-			ReadHeaderTimeout: 10 * time.Second,
-		}
-		servers.Add(1)
-		go func() {
-			defer servers.Done()
-			if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				serveErr <- fmt.Errorf("admin server: %w", err)
-			}
-		}()
-		log.Info("serving admin API", "addr", adminLn.Addr().String(), "auth", cfg.AdminToken != "")
-	}
-
 	log.Info("node running", "peer_id", node.PeerID(), "public_key", node.PublicKey().String(),
 		"network_id", cfg.NetworkIDName, "addrs", node.Addrs(), "topics", len(cfg.Topics),
 		"data_dir", cfg.DataDir, "version", version)
 
-	var runErr error
-	select {
-	case <-ctx.Done():
+	<-gctx.Done()
+	if ctx.Err() != nil {
 		log.Info("shutting down")
-	case runErr = <-serveErr:
-		log.Error("shutting down after server failure", "err", runErr)
+	} else {
+		log.Error("shutting down after a server failure")
 	}
+	lc.shutdownAdmin()
+	lc.running.Store(nil)
+	stopMetrics()
+	runErr := g.Wait() // servers are closed; the file watchers ended with gctx
+	if err := lc.closeNode(); err != nil {
+		return errors.Join(runErr, err)
+	}
+	log.Info("node stopped")
+	return runErr
+}
 
-	// Graceful shutdown: end event streams, let in-flight admin requests (publishes)
-	// finish, stop watching the topics file, close topics, then close the node, which
-	// flushes pending store writes.
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+// shutdownAdmin ends the admin API: event streams first (a client that does not read
+// would otherwise hold its connection), then in-flight requests get adminDrainTimeout to
+// finish, then whatever is left (a publish body trickling in) is cut.
+func (lc *lifecycle) shutdownAdmin() {
+	lc.topics.detachSubscribers()
+	if lc.adminSrv == nil {
+		return
+	}
+	lc.adminAPI.CloseStreams()
+	sctx, cancel := context.WithTimeout(context.Background(), adminDrainTimeout)
 	defer cancel()
-	d.detachSubscribers()
-	if adminSrv != nil {
-		if err := adminSrv.Shutdown(sctx); err != nil {
-			log.Warn("admin server shutdown", "err", err)
+	if err := lc.adminSrv.Shutdown(sctx); err != nil {
+		lc.log.Warn("admin requests still running after the drain timeout; closing their connections",
+			"timeout", adminDrainTimeout, "err", err)
+		_ = lc.adminSrv.Close()
+	}
+}
+
+// closeNode closes the topics and the node, flushing the store, within nodeCloseTimeout.
+func (lc *lifecycle) closeNode() error {
+	done := make(chan error, 1)
+	go func() {
+		lc.topics.Close()
+		done <- lc.node.Close()
+	}()
+	t := time.NewTimer(nodeCloseTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("close node: %w", err)
+		}
+		return nil
+	case <-t.C:
+		return fmt.Errorf("closing the node took longer than %v; the store may not have been closed cleanly", nodeCloseTimeout)
+	}
+}
+
+func (lc *lifecycle) watchTopicsFile(g *errgroup.Group, ctx context.Context) {
+	cfg, log := lc.cfg, lc.log
+	if cfg.TopicsFile == "" {
+		return
+	}
+	w := config.NewTopicsWatcher(cfg.TopicsFile, cfg.Topics)
+	w.OnChange = func(ch config.TopicsChange) {
+		log.Info("topics file changed", "added", len(ch.Added), "removed", len(ch.Removed), "topics", len(ch.All))
+		lc.topics.applyTopics(ctx, ch)
+	}
+	w.OnError = func(err error) {
+		log.Warn("topics file unreadable, keeping current topics", "path", cfg.TopicsFile, "err", err)
+	}
+	g.Go(func() error { w.Run(ctx); return nil })
+}
+
+func (lc *lifecycle) watchConfigFile(g *errgroup.Group, ctx context.Context) {
+	cfg, log := lc.cfg, lc.log
+	if cfg.ConfigFile == "" || lc.load == nil {
+		return
+	}
+	w := config.NewConfigWatcher(cfg, lc.load)
+	w.OnChange = func(_, next *config.Config, changed []string) {
+		var restart []string
+		for _, key := range changed {
+			if !slices.Contains(config.Reloadable, key) {
+				restart = append(restart, key)
+			}
+		}
+		if len(restart) > 0 {
+			log.Warn("config file changed keys that apply only after a restart", "path", cfg.ConfigFile, "keys", restart)
+		}
+		if len(restart) < len(changed) {
+			if err := lc.node.Reconfigure(next); err != nil {
+				log.Error("apply reloaded config", "path", cfg.ConfigFile, "err", err)
+			}
 		}
 	}
-	stopWatch()
-	watcher.Wait()
-	running.Store(nil)
-	done := make(chan struct{})
-	go func() { closeNode(); close(done) }()
-	select {
-	case <-done:
-		log.Info("node stopped")
-	case <-sctx.Done():
-		return errors.New("shutdown timed out; the store may not have been closed cleanly")
+	w.OnError = func(err error) {
+		log.Warn("config file does not load, keeping the current settings", "path", cfg.ConfigFile, "err", err)
 	}
-	return runErr
+	g.Go(func() error { w.Run(ctx); return nil })
 }

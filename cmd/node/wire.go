@@ -243,14 +243,23 @@ func (l *libNode) TopicStatus(ctx context.Context, topic operation.Topic) (admin
 	return st, nil
 }
 
-func (l *libNode) History(ctx context.Context, topic operation.Topic, fn func(admin.Event) error) error {
-	for op, err := range l.n.History(ctx, topic, nil) {
+func (l *libNode) History(ctx context.Context, topic operation.Topic, from admin.From, fn func(admin.Event) error) error {
+	var after node.Heights
+	source := "store"
+	if from == admin.FromFrontier {
+		cursor, err := l.n.Store().Cursor(ctx, topic)
+		if err != nil {
+			return fmt.Errorf("ack cursor of %s: %w", topic, err)
+		}
+		after, source = cursor, "replay"
+	}
+	for op, err := range l.n.History(ctx, topic, after) {
 		if err != nil {
 			return err
 		}
 		if err := fn(admin.Event{Type: admin.EventProcessed, Topic: topic.String(), Hash: op.Hash.String(),
 			Author: op.Author.String(), Seq: op.SeqNum, Timestamp: op.Timestamp,
-			Source: "store", Message: op.Message}); err != nil {
+			Source: source, Message: op.Message}); err != nil {
 			return err
 		}
 	}

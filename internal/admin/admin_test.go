@@ -27,6 +27,7 @@ type fakeBackend struct {
 	subs    map[string][]chan Event
 	stopped chan string // topic of every stopped subscription
 	failPub error
+	acked   []string // "topic hash" of every Ack
 }
 
 func newFake() *fakeBackend {
@@ -109,6 +110,13 @@ func (f *fakeBackend) AddTopic(_ context.Context, topic string) error {
 	if _, ok := f.topics[topic]; !ok {
 		f.topics[topic] = nil
 	}
+	return nil
+}
+
+func (f *fakeBackend) Ack(_ context.Context, topic, hash string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.acked = append(f.acked, topic+" "+hash)
 	return nil
 }
 
@@ -348,5 +356,25 @@ func TestParseFrom(t *testing.T) {
 	}
 	if _, err := ParseFrom("START"); err == nil {
 		t.Error("ParseFrom is case-insensitive")
+	}
+}
+
+// TestAck: POST /v1/topics/{topic}/ack passes the parsed topic and hash to the backend and
+// rejects a body without a valid hash.
+func TestAck(t *testing.T) {
+	f, c, _ := setup(t, "")
+	chat := operation.HashOf([]byte("chat")).String()
+	h := operation.HashOf([]byte("op")).String()
+	if err := c.Ack(ctx(t), "chat", h); err != nil {
+		t.Fatal(err)
+	}
+	var apiErr *APIError
+	if err := c.Ack(ctx(t), "chat", "zz"); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest {
+		t.Fatalf("ack of a bad hash: %v", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.acked) != 1 || f.acked[0] != chat+" "+h {
+		t.Fatalf("backend acks = %v", f.acked)
 	}
 }

@@ -117,6 +117,19 @@ func (c *Client) Publish(ctx context.Context, topic string, msg []byte) (Publish
 	return res, err
 }
 
+// Ack acknowledges the operation hash of topic (and every earlier operation of its author's
+// log in the topic). Under the explicit ack policy, operations not acknowledged are sent
+// again to every frontier subscription.
+func (c *Client) Ack(ctx context.Context, topic, hash string) error {
+	body, _ := json.Marshal(AckRequest{Hash: hash})
+	resp, err := c.do(ctx, http.MethodPost, topicPath(topic, "ack"), nil, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return decodeBody(resp, nil)
+}
+
 // EventStream is an open events subscription. Call Close when done.
 type EventStream struct {
 	body io.ReadCloser

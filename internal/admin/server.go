@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/pandanet/pandanet/pkg/operation"
 )
@@ -21,6 +23,15 @@ const (
 	DefaultMaxMessageBytes = operation.DefaultMaxPayloadSize
 	// maxJSONBody bounds JSON request bodies ({"topic": ...} is tiny).
 	maxJSONBody = 64 << 10
+)
+
+// Connection timeouts. A request body must arrive within BodyTimeout (a 1 MiB publish
+// needs 35 kB/s), and a client of an events stream must take each event within
+// EventWriteTimeout; slower clients are disconnected, so they cannot hold a connection,
+// memory or a shutdown.
+var (
+	BodyTimeout       = 30 * time.Second
+	EventWriteTimeout = 30 * time.Second
 )
 
 // ServerOptions configure NewServer.
@@ -41,11 +52,16 @@ type Server struct {
 	maxMsg   int64
 	log      *slog.Logger
 	mux      *http.ServeMux
+
+	mu      sync.Mutex
+	closing bool
+	streams map[*http.ResponseController]context.CancelFunc
 }
 
 // NewServer returns the admin API handler over backend.
 func NewServer(backend Backend, opts ServerOptions) *Server {
-	s := &Server{backend: backend, maxMsg: opts.MaxMessageBytes, log: opts.Logger}
+	s := &Server{backend: backend, maxMsg: opts.MaxMessageBytes, log: opts.Logger,
+		streams: make(map[*http.ResponseController]context.CancelFunc)}
 	if s.maxMsg <= 0 {
 		s.maxMsg = DefaultMaxMessageBytes
 	}
@@ -63,8 +79,39 @@ func NewServer(backend Backend, opts ServerOptions) *Server {
 	mux.HandleFunc("POST /v1/topics", s.addTopic)
 	mux.HandleFunc("POST /v1/topics/{topic}/publish", s.publish)
 	mux.HandleFunc("GET /v1/topics/{topic}/events", s.events)
+	mux.HandleFunc("POST /v1/topics/{topic}/ack", s.ack)
 	s.mux = mux
 	return s
+}
+
+// CloseStreams ends every events stream, also one whose client stopped reading (its
+// pending write is aborted), and refuses new ones. Call it before http.Server.Shutdown,
+// which waits for running handlers.
+func (s *Server) CloseStreams() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	for rc, cancel := range s.streams {
+		cancel()
+		_ = rc.SetWriteDeadline(time.Now())
+	}
+}
+
+// addStream registers a running events stream; false once CloseStreams was called.
+func (s *Server) addStream(rc *http.ResponseController, cancel context.CancelFunc) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.streams[rc] = cancel
+	return true
+}
+
+func (s *Server) removeStream(rc *http.ResponseController) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.streams, rc)
 }
 
 // ServeHTTP authenticates and dispatches.
@@ -73,6 +120,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="panda-node"`)
 		writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
 		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// Not supported by every ResponseWriter (httptest's recorder); the server's other
+		// timeouts still apply then.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(BodyTimeout))
 	}
 	s.mux.ServeHTTP(w, r)
 }
@@ -189,6 +241,31 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
+func (s *Server) ack(w http.ResponseWriter, r *http.Request) {
+	topic, err := topicParam(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	dec.DisallowUnknownFields()
+	var req AckRequest
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, bodyStatus(err), fmt.Errorf("body must be {\"hash\": \"...\"}: %w", err))
+		return
+	}
+	hash, err := operation.ParseHash(req.Hash)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("hash: %w", err))
+		return
+	}
+	if err := s.backend.Ack(r.Context(), topic.String(), hash.String()); err != nil {
+		s.fail(w, r, "ack", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"topic": topic.String(), "hash": hash.String()})
+}
+
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	topic, err := topicParam(r)
 	if err != nil {
@@ -204,21 +281,24 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	// which stops the backend subscription.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	rc := http.NewResponseController(w)
+	if !s.addStream(rc, cancel) {
+		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("subscribe: shutting down: %w", ErrNotReady))
+		return
+	}
+	defer s.removeStream(rc)
 	events, stop, err := s.backend.Subscribe(ctx, topic.String(), from)
 	if err != nil {
 		s.fail(w, r, "subscribe", err)
 		return
 	}
 	defer stop()
-	flusher, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	// Some proxies buffer streaming responses; this asks nginx-style proxies not to.
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	if flusher != nil {
-		flusher.Flush()
-	}
+	_ = rc.Flush()
 	enc := json.NewEncoder(w)
 	for {
 		select {
@@ -228,11 +308,15 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return
 			}
-			if err := enc.Encode(ev); err != nil {
-				return // client went away
+			_ = rc.SetWriteDeadline(time.Now().Add(EventWriteTimeout))
+			if ctx.Err() != nil {
+				return // CloseStreams may have set its deadline before ours
 			}
-			if flusher != nil {
-				flusher.Flush()
+			if err := enc.Encode(ev); err != nil {
+				return // client went away or does not read
+			}
+			if err := rc.Flush(); err != nil {
+				return
 			}
 		}
 	}
@@ -251,6 +335,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, what string, err e
 		code = http.StatusUnprocessableEntity
 	case errors.Is(err, ErrNotReady):
 		code = http.StatusServiceUnavailable
+	case errors.Is(err, ErrLimit):
+		code = http.StatusTooManyRequests
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		return // the client is gone; nobody reads a response
 	}

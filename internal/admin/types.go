@@ -10,6 +10,7 @@
 //	POST /v1/topics                {"topic": s}   → {"topic": hex}
 //	POST /v1/topics/{topic}/publish  raw bytes    → PublishResult
 //	GET  /v1/topics/{topic}/events?from=frontier|start → NDJSON stream of Event
+//	POST /v1/topics/{topic}/ack    {"hash": h}    → {"topic": hex, "hash": h}
 //
 // Errors are JSON objects {"error": "..."} with a 4xx or 5xx status.
 package admin
@@ -55,6 +56,11 @@ type PeerStatus struct {
 	Relayed   bool     `json:"relayed"`
 }
 
+// AckRequest is the body of POST /v1/topics/{topic}/ack.
+type AckRequest struct {
+	Hash string `json:"hash"`
+}
+
 // PublishResult is the response of a publish: the operation id and its sequence number.
 type PublishResult struct {
 	Hash string `json:"hash"`
@@ -94,7 +100,8 @@ type Event struct {
 type From string
 
 const (
-	// FromFrontier delivers operations not yet acknowledged plus everything new.
+	// FromFrontier delivers everything new; under the explicit ack policy it first
+	// delivers every stored operation not acknowledged yet.
 	FromFrontier From = "frontier"
 	// FromStart delivers every stored operation of the topic, then everything new.
 	FromStart From = "start"
@@ -126,6 +133,9 @@ type Backend interface {
 	Subscribe(ctx context.Context, topic string, from From) (events <-chan Event, stop func(), err error)
 	// AddTopic subscribes to and syncs topic until the process restarts.
 	AddTopic(ctx context.Context, topic string) error
+	// Ack acknowledges the operation hash (hex) of topic and every earlier operation of
+	// its author's log in the topic. Unknown hashes (for example pruned ones) are ignored.
+	Ack(ctx context.Context, topic, hash string) error
 }
 
 // Backend errors that select a status code.
@@ -134,4 +144,5 @@ var (
 	ErrNotFound = errors.New("not found")          // 404
 	ErrRejected = errors.New("operation rejected") // 422
 	ErrNotReady = errors.New("node not ready")     // 503
+	ErrLimit    = errors.New("limit reached")      // 429
 )

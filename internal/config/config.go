@@ -78,6 +78,9 @@ type Config struct {
 	LogLevel  slog.Level
 	AckPolicy AckPolicy
 
+	// MaxAPITopics caps the topics opened through the admin API (0: no cap).
+	MaxAPITopics int
+
 	// raw holds every option's resolved text, for Changed.
 	raw map[string][]string
 }
@@ -141,7 +144,8 @@ var options = []option{
 	{name: "admin-token-file", kind: kindString, usage: "file holding the admin API bearer token; required when --admin-listen is not loopback"},
 	{name: "log-format", kind: kindString, def: "text", usage: "log format: text or json"},
 	{name: "log-level", kind: kindString, def: "info", usage: "log level: debug, info, warn or error"},
-	{name: "ack-policy", kind: kindString, def: "automatic", usage: "acknowledge delivered operations automatic or explicit"},
+	{name: "ack-policy", kind: kindString, def: "automatic", usage: "acknowledge delivered operations automatic or explicit (explicit: clients ack each operation through the admin API)"},
+	{name: "max-api-topics", kind: kindString, def: "1024", usage: "most topics the admin API may open besides those of --topics-file; 0 for no limit"},
 }
 
 // EnvName returns the environment variable for a flag name: "data-dir" → "PANDA_DATA_DIR".
@@ -348,6 +352,11 @@ func build(vals map[string]value) (*Config, error) {
 	}
 
 	c.DataDir = vals["data-dir"].str
+	if c.DataDir == "" && vals["data-dir"].source != "default" {
+		// An empty value typed on purpose (often an unset shell variable) must not
+		// silently become $HOME/.local/share/panda-node.
+		return nil, bad("data-dir", "", errors.New("must not be empty (leave it unset for the default)"))
+	}
 	if c.DataDir == "" {
 		home, err := os.UserHomeDir()
 		if err != nil {
@@ -433,6 +442,11 @@ func build(vals map[string]value) (*Config, error) {
 	default:
 		return nil, bad("ack-policy", vals["ack-policy"].str, errors.New("must be automatic or explicit"))
 	}
+	n, err := strconv.Atoi(strings.TrimSpace(vals["max-api-topics"].str))
+	if err != nil || n < 0 {
+		return nil, bad("max-api-topics", vals["max-api-topics"].str, errors.New("must be a number >= 0"))
+	}
+	c.MaxAPITopics = n
 	return c, nil
 }
 

@@ -189,6 +189,9 @@ func TestInvalidValues(t *testing.T) {
 		{"yaml not a mapping", nil, nil, "- a\n- b\n", "config", []string{"mapping"}},
 		{"yaml syntax", nil, nil, "a: [\n", "config", []string{"parse YAML"}},
 		{"missing yaml", []string{"--config", filepath.Join(dir, "none.yaml")}, nil, "", "config", []string{"none.yaml"}},
+		{"empty data dir flag", []string{"--data-dir", ""}, nil, "", "data-dir", []string{"must not be empty"}},
+		{"empty data dir env", nil, map[string]string{"PANDA_DATA_DIR": ""}, "", "data-dir", []string{"env PANDA_DATA_DIR", "must not be empty"}},
+		{"max api topics", []string{"--max-api-topics", "-1"}, nil, "", "max-api-topics", []string{">= 0"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,7 +6,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -107,46 +109,105 @@ func (k PrivateKey) Sign(msg []byte) Signature {
 	return sig
 }
 
+// MaxKeyFileSize bounds what LoadOrCreateKeyFile reads: a key file holds 64 hex characters
+// and a newline, so anything much larger is not a key file.
+const MaxKeyFileSize = 4096
+
 // LoadOrCreateKeyFile reads a hex seed from path, or creates a new key there (mode 0600)
-// if the file does not exist. Permissions of an existing file are left to the caller to
-// judge (Kubernetes Secret mounts are often group-readable by design).
+// if the file does not exist or is empty. An empty file is what a creation interrupted
+// before this package wrote keys atomically (or a full disk) left behind; it holds no
+// identity, so a new key replaces it. path must be a regular file of at most
+// MaxKeyFileSize bytes. Permissions of an existing file are left to the caller to judge
+// (Kubernetes Secret mounts are often group-readable by design).
 func LoadOrCreateKeyFile(path string) (key PrivateKey, created bool, err error) {
-	data, err := os.ReadFile(path)
+	fi, err := os.Stat(path)
 	switch {
-	case err == nil:
-		key, err = ParsePrivateKey(string(data))
-		if err != nil {
-			return PrivateKey{}, false, fmt.Errorf("key file %s: %w", path, err)
-		}
-		return key, false, nil
-	case !os.IsNotExist(err):
+	case os.IsNotExist(err):
+		return createKeyFile(path, false)
+	case err != nil:
+		return PrivateKey{}, false, fmt.Errorf("key file: %w", err)
+	case !fi.Mode().IsRegular():
+		// A FIFO or device would block or never end.
+		return PrivateKey{}, false, fmt.Errorf("key file %s is not a regular file (%s)", path, fi.Mode().Type())
+	case fi.Size() == 0:
+		return createKeyFile(path, true)
+	}
+	f, err := os.Open(path)
+	if err != nil {
 		return PrivateKey{}, false, fmt.Errorf("read key file: %w", err)
 	}
-	key, err = GenerateKey()
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize+1))
+	if err != nil {
+		return PrivateKey{}, false, fmt.Errorf("read key file %s: %w", path, err)
+	}
+	if len(data) > MaxKeyFileSize {
+		return PrivateKey{}, false, fmt.Errorf("key file %s is larger than %d bytes; it is not a key file", path, MaxKeyFileSize)
+	}
+	key, err = ParsePrivateKey(string(data))
+	if err != nil {
+		return PrivateKey{}, false, fmt.Errorf("key file %s: %w", path, err)
+	}
+	return key, false, nil
+}
+
+func createKeyFile(path string, replace bool) (PrivateKey, bool, error) {
+	key, err := GenerateKey()
 	if err != nil {
 		return PrivateKey{}, false, err
 	}
-	if err := WriteKeyFile(path, key); err != nil {
+	if err := writeKeyFile(path, key, replace); err != nil {
 		return PrivateKey{}, false, err
 	}
 	return key, true, nil
 }
 
-// WriteKeyFile writes the hex seed to path with mode 0600, failing if the file exists.
-func WriteKeyFile(path string, key PrivateKey) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+// WriteKeyFile writes the hex seed to path with mode 0600, failing if the file exists. The
+// file appears complete or not at all, also after a crash or on a full disk.
+func WriteKeyFile(path string, key PrivateKey) error { return writeKeyFile(path, key, false) }
+
+// writeKeyFile writes a temporary file in the same directory, syncs it, moves it to path
+// (a hard link, which fails if path exists, unless replace) and syncs the directory so the
+// new name survives a crash.
+func writeKeyFile(path string, key PrivateKey, replace bool) (err error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("create key file: %w", err)
 	}
-	if _, err := f.WriteString(hex.EncodeToString(key.Seed()) + "\n"); err != nil {
-		f.Close()
+	defer func() {
+		tmp.Close()
+		_ = os.Remove(tmp.Name())
+	}()
+	if err := tmp.Chmod(0o600); err != nil {
+		return fmt.Errorf("create key file %s: %w", path, err)
+	}
+	if _, err := tmp.WriteString(hex.EncodeToString(key.Seed()) + "\n"); err != nil {
 		return fmt.Errorf("write key file %s: %w", path, err)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
+	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("sync key file %s: %w", path, err)
 	}
-	return f.Close()
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write key file %s: %w", path, err)
+	}
+	if replace {
+		err = os.Rename(tmp.Name(), path)
+	} else {
+		err = os.Link(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("create key file: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync key file directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync key file directory %s: %w", dir, err)
+	}
+	return nil
 }
 
 // Verify checks sig over msg the way ed25519-dalek's verify_strict does, which is what
