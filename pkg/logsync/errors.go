@@ -48,6 +48,7 @@ const (
 	ReasonBusy          = "too many sessions"
 	ReasonDuplicate     = "session already running"
 	ReasonShuttingDown  = "shutting down"
+	ReasonRateLimited   = "rate limited: kept pushing refused operations"
 )
 
 // RejectError is the acceptor's Reject message. It wraps ErrRejected.

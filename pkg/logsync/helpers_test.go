@@ -18,11 +18,6 @@ type memStore struct {
 	topics map[operation.Topic]map[logKey]struct{}
 }
 
-type logKey struct {
-	author operation.PublicKey
-	log    operation.LogID
-}
-
 func newMemStore() *memStore {
 	return &memStore{logs: make(map[logKey][]*operation.Operation), topics: make(map[operation.Topic]map[logKey]struct{})}
 }
@@ -125,6 +120,10 @@ type memSink struct {
 	onStored func(topic operation.Topic, op *operation.Operation)
 	received atomic.Int64
 	dups     atomic.Int64
+	// refuse maps authors whose operations the sink refuses to the reason (set before use).
+	refuse map[operation.PublicKey]string
+	// refused counts refused operations.
+	refused atomic.Int64
 }
 
 func (k *memSink) Receive(_ context.Context, topic operation.Topic, header, body []byte, _ Source) error {
@@ -135,6 +134,10 @@ func (k *memSink) Receive(_ context.Context, topic operation.Topic, header, body
 	}
 	if op.LogID() != operation.LogIDFromTopic(topic) {
 		return fmt.Errorf("%w: log id of another topic", ErrInvalidOperation)
+	}
+	if reason, ok := k.refuse[op.Author()]; ok {
+		k.refused.Add(1)
+		return &RefusedError{Author: op.Author(), Log: op.LogID(), Reason: reason}
 	}
 	s := k.store
 	s.mu.Lock()

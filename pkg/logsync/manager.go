@@ -42,6 +42,9 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// DialTimeout bounds opening a stream (and dialling the peer if needed).
 	DialTimeout time.Duration
+	// Penalty is how long a peer that kept pushing a log we refused is disconnected and
+	// refused sessions (default DefaultPenalty, doubling for repeat offenders up to an hour).
+	Penalty time.Duration
 }
 
 // Defaults for Config.
@@ -68,6 +71,9 @@ type Manager struct {
 	wg       stdsync.WaitGroup
 	nextID   atomic.Uint64
 	notifiee *network.NotifyBundle
+
+	refusals  *refusalMemory
+	penalties *penalties
 
 	mu           stdsync.Mutex
 	closed       bool
@@ -122,11 +128,16 @@ func NewManager(h host.Host, cfg Config) (*Manager, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
+	if cfg.Penalty <= 0 {
+		cfg.Penalty = DefaultPenalty
+	}
 	sessCfg := cfg.Session
 	sessCfg.Live = !cfg.CatchUpOnly
+	sessCfg = sessCfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
-		h: h, cfg: cfg, sessCfg: sessCfg.withDefaults(), ctx: ctx, cancel: cancel,
+		h: h, cfg: cfg, sessCfg: sessCfg, ctx: ctx, cancel: cancel,
+		refusals: newRefusalMemory(sessCfg.RefusalTTL), penalties: newPenalties(cfg.Penalty),
 		topics:  make(map[operation.Topic]*topicState),
 		inbound: make(map[peer.ID]int),
 	}
@@ -313,6 +324,12 @@ func (m *Manager) emit(e Event) {
 }
 
 func (m *Manager) fail(ts *topicState, p peer.ID, id uint64, initiator bool, err error) {
+	if errors.Is(err, ErrIgnoredRefusal) {
+		// Flooding us with what we refused: cut the peer off and refuse its sessions for a
+		// while (each of its sessions, on any topic, would otherwise cost us decoding).
+		m.penalties.punish(p, time.Now())
+		_ = m.h.Network().ClosePeer(p)
+	}
 	m.emit(SessionFailed{Topic: ts.topic, Peer: p, SessionID: id, Initiator: initiator, Err: err, Misbehaving: Misbehaving(err)})
 }
 
@@ -407,6 +424,9 @@ func (m *Manager) next(ctx context.Context, sl *slot, completed bool, backoff, d
 // runOutgoing opens a stream to p, does the handshake and runs the session. It reports
 // whether catch-up completed.
 func (m *Manager) runOutgoing(ctx context.Context, ts *topicState, p peer.ID) bool {
+	if m.penalties.banned(p, time.Now()) {
+		return false // retried with backoff
+	}
 	dctx, dcancel := context.WithTimeout(ctx, m.cfg.DialTimeout)
 	// Sync must also work through relays, whose connections libp2p marks as limited.
 	str, err := m.h.NewStream(network.WithAllowLimitedConn(dctx, "pandanet sync"), p, m.cfg.Protocol)
@@ -442,7 +462,7 @@ func (m *Manager) runSession(ctx context.Context, ts *topicState, p peer.ID, str
 		m.emit(e)
 	}
 	sess := NewSession(str, SessionParams{ID: id, Topic: ts.topic, Peer: p, Initiator: initiator,
-		Store: m.cfg.Store, Sink: m.cfg.Sink, Config: m.sessCfg, OnEvent: onEvent})
+		Store: m.cfg.Store, Sink: m.cfg.Sink, Config: m.sessCfg, OnEvent: onEvent, refusals: m.refusals})
 	// Registered before Run reads our heights, so nothing published in between is missed.
 	m.mu.Lock()
 	ts.sessions[sess] = struct{}{}
@@ -479,6 +499,7 @@ func (m *Manager) handleStream(str network.Stream) {
 		return
 	}
 	busy := m.inbound[p] >= m.cfg.MaxInboundPerPeer || m.inboundTotal >= m.cfg.MaxInbound
+	banned := m.penalties.banned(p, time.Now())
 	m.inbound[p]++
 	m.inboundTotal++
 	m.wg.Add(1)
@@ -497,6 +518,9 @@ func (m *Manager) handleStream(str network.Stream) {
 	var a *activeSession
 	var sl *slot
 	_, err := AcceptHandshake(str, m.sessCfg.Timeouts.Handshake, func(t operation.Topic) string {
+		if banned {
+			return ReasonRateLimited
+		}
 		if busy {
 			return ReasonBusy
 		}

@@ -36,9 +36,12 @@ const (
 	KindClose Kind = 8
 	// KindPing keeps an idle session alive (the receiver only resets its idle timer).
 	KindPing Kind = 9
+	// KindRefuse tells the pusher that we refuse a log (Author, Log) for a Reason: it must
+	// stop pushing that log (see refusal.go). It may come at any time after Have.
+	KindRefuse Kind = 10
 )
 
-var kindNames = [...]string{"Topic", "Accept", "Reject", "Have", "PreSync", "Operation", "Done", "Live", "Close", "Ping"}
+var kindNames = [...]string{"Topic", "Accept", "Reject", "Have", "PreSync", "Operation", "Done", "Live", "Close", "Ping", "Refuse"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -72,11 +75,14 @@ const MaxReasonLength = 256
 
 // Message is one protocol message. Which fields are meaningful depends on Kind:
 // Topic (KindTopic), Reason (KindReject), Have (KindHave), Ops and Bytes (KindPreSync),
-// Header and Body (KindOperation, KindLive). Body nil means the operation has none.
+// Header and Body (KindOperation, KindLive), Author, Log and Reason (KindRefuse). Body nil
+// means the operation has none.
 type Message struct {
 	Kind   Kind
 	Topic  operation.Topic
 	Reason string
+	Author operation.PublicKey
+	Log    operation.LogID
 	Have   Heights
 	Ops    uint64
 	Bytes  uint64
@@ -94,6 +100,8 @@ type wireMessage struct {
 	Bytes  uint64       `cbor:"5,keyasint,omitempty"`
 	Header []byte       `cbor:"6,keyasint,omitempty"`
 	Body   []byte       `cbor:"7,keyasint,omitempty"`
+	Author []byte       `cbor:"8,keyasint,omitempty"`
+	Log    []byte       `cbor:"9,keyasint,omitempty"`
 }
 
 // wireAuthor is [author, [[log, height], ...]], mirroring p2panda's map<author, map<log, seq>>
@@ -142,6 +150,8 @@ func EncodeMessage(m *Message) ([]byte, error) {
 		w.Ops, w.Bytes = m.Ops, m.Bytes
 	case KindOperation, KindLive:
 		w.Header, w.Body = m.Header, m.Body
+	case KindRefuse:
+		w.Author, w.Log, w.Reason = m.Author[:], m.Log[:], m.Reason
 	case KindAccept, KindDone, KindClose, KindPing:
 	default:
 		return nil, fmt.Errorf("encode message: unknown kind %d", m.Kind)
@@ -188,6 +198,12 @@ func DecodeMessage(data []byte, limits Limits) (*Message, error) {
 	if w.Body != nil {
 		present = append(present, "body")
 	}
+	if w.Author != nil {
+		present = append(present, "author")
+	}
+	if w.Log != nil {
+		present = append(present, "log")
+	}
 	var allowed []string
 	switch m.Kind {
 	case KindTopic:
@@ -224,6 +240,15 @@ func DecodeMessage(data []byte, limits Limits) (*Message, error) {
 		if len(w.Body) > 0 {
 			m.Body = w.Body
 		}
+	case KindRefuse:
+		allowed = []string{"author", "log", "reason"}
+		if len(w.Author) != operation.PublicKeySize || len(w.Log) != operation.HashSize {
+			return nil, protocolErr(ErrProtocol, "Refuse: author is %d bytes, log %d", len(w.Author), len(w.Log))
+		}
+		if len(w.Reason) > MaxReasonLength || !utf8.ValidString(w.Reason) {
+			return nil, protocolErr(ErrProtocol, "refuse reason too long or not UTF-8")
+		}
+		m.Author, m.Log, m.Reason = operation.PublicKey(w.Author), operation.LogID(w.Log), w.Reason
 	case KindAccept, KindDone, KindClose, KindPing:
 	default:
 		return nil, protocolErr(ErrProtocol, "unknown message kind %d", w.Kind)

@@ -60,6 +60,12 @@ type SessionConfig struct {
 	QueueSize int
 	// DedupSize is the number of recent operation ids remembered per session.
 	DedupSize int
+	// RefusalGrace is how many bytes of a log we refused the peer may still push before the
+	// session aborts with ErrIgnoredRefusal (default DefaultRefusalGrace).
+	RefusalGrace int
+	// RefusalTTL is how long a peer's refusal stops us pushing the refused log, also in
+	// later sessions of the same Manager (default DefaultRefusalTTL).
+	RefusalTTL time.Duration
 }
 
 // DefaultQueueSize is the live queue length per session.
@@ -87,6 +93,12 @@ func (c SessionConfig) withDefaults() SessionConfig {
 	if c.DedupSize <= 0 {
 		c.DedupSize = DefaultDedupSize
 	}
+	if c.RefusalGrace <= 0 {
+		c.RefusalGrace = DefaultRefusalGrace
+	}
+	if c.RefusalTTL <= 0 {
+		c.RefusalTTL = DefaultRefusalTTL
+	}
 	return c
 }
 
@@ -99,9 +111,11 @@ type SessionParams struct {
 	Store     Store
 	Sink      Sink
 	Config    SessionConfig
-	// OnEvent receives SyncStarted and SyncEnded. It is called from the session's goroutines
-	// and should not block for long.
+	// OnEvent receives SyncStarted, SyncEnded and Refused. It is called from the session's
+	// goroutines and should not block for long.
 	OnEvent func(Event)
+	// refusals is the Manager's memory of logs peers refused; nil gives the session its own.
+	refusals *refusalMemory
 }
 
 // Stats counts what a session moved, duplicates included.
@@ -135,6 +149,15 @@ type Session struct {
 	// catchUpDone is closed when Done was both sent and received.
 	catchUpDone chan struct{}
 
+	// wmu serializes writes: the sender owns the stream, but the reader sends Refuse.
+	wmu       stdsync.Mutex
+	sentClose bool // guarded by wmu; nothing may follow our Close
+	// refusedIn is what we refused the peer in this session (reader goroutine only), and
+	// ignored the bytes it pushed for those logs afterwards.
+	refusedIn map[logKey]string
+	ignored   uint64
+	refusals  *refusalMemory
+
 	closing atomic.Bool // we are ending the session on purpose (Close exchange)
 	aborted atomic.Bool // an error ends the session; I/O is being cut off
 
@@ -157,7 +180,12 @@ type Session struct {
 // NewSession prepares a session on conn, after the handshake.
 func NewSession(conn Conn, p SessionParams) *Session {
 	cfg := p.Config.withDefaults()
+	mem := p.refusals
+	if mem == nil {
+		mem = newRefusalMemory(cfg.RefusalTTL)
+	}
 	return &Session{
+		refusals:     mem,
 		p:            p,
 		cfg:          cfg,
 		conn:         conn,
@@ -338,14 +366,27 @@ func (s *Session) sendLoop(ctx context.Context) error {
 }
 
 func (s *Session) write(m *Message) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.armWrite()
 	_, err := writeFrame(s.bw, m)
+	if m.Kind == KindClose {
+		s.sentClose = true
+	}
 	return err
 }
 
 func (s *Session) flush() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.armWrite()
 	return s.bw.Flush()
+}
+
+func (s *Session) buffered() int {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.bw.Buffered()
 }
 
 // stopSending reports whether the sender should stop and send Close.
@@ -385,7 +426,7 @@ func (s *Session) sendPhases(ctx context.Context) error {
 		return errCloseNow
 	}
 
-	needs := remoteNeeds(local, remote)
+	needs := s.withoutRefused(remoteNeeds(local, remote))
 	var ops, size uint64
 	for _, r := range needs {
 		o, b, err := s.p.Store.LogSize(ctx, r.Author, r.Log, r.From, r.To)
@@ -417,16 +458,26 @@ func (s *Session) sendPhases(ctx context.Context) error {
 	return s.afterDone(ctx)
 }
 
-var errStopPush = errors.New("stop pushing")
+var (
+	errStopPush = errors.New("stop pushing")
+	errSkipLog  = errors.New("peer refused the log")
+)
 
 // pushLogs streams the needed ranges from the store, never sending more than announced
 // (the peer would abort us for it).
 func (s *Session) pushLogs(ctx context.Context, needs []logRange, ops, size uint64) error {
 	var sentOps, sentBytes uint64
 	for _, r := range needs {
+		watch := s.refusals.any(s.p.Peer, s.p.Topic)
 		err := s.p.Store.LogRange(ctx, r.Author, r.Log, r.From, r.To, func(header, body []byte) error {
 			if s.stopSending() {
 				return errStopPush
+			}
+			// Checked per operation (cheap once the peer refused anything), so a Refuse
+			// arriving in the middle of a long log stops it at once.
+			if (watch || s.refusals.any(s.p.Peer, s.p.Topic)) && s.peerRefused(r.Author, r.Log) {
+				watch = true
+				return errSkipLog
 			}
 			n := uint64(len(header) + len(body))
 			if sentOps+1 > ops || sentBytes+n > size {
@@ -444,6 +495,9 @@ func (s *Session) pushLogs(ctx context.Context, needs []logRange, ops, size uint
 			s.sentBytes.Add(n)
 			return nil
 		})
+		if errors.Is(err, errSkipLog) {
+			continue
+		}
 		if errors.Is(err, errStopPush) || (err != nil && s.stopSending()) {
 			return errCloseNow
 		}
@@ -480,8 +534,8 @@ func (s *Session) afterDone(ctx context.Context) error {
 		case <-catchUp:
 			return errCloseNow
 		case op := <-queue:
-			// Skip what the peer sent us or we sent already.
-			if s.ring.add(op.hash) {
+			// Skip what the peer sent us or we sent already, and logs the peer refused.
+			if !s.liveRefused(op.header) && s.ring.add(op.hash) {
 				if err := s.write(&Message{Kind: KindLive, Header: op.header, Body: op.body}); err != nil {
 					return fmt.Errorf("send Live: %w", err)
 				}
@@ -490,7 +544,7 @@ func (s *Session) afterDone(ctx context.Context) error {
 				lastWrite = time.Now()
 			}
 			// Batch writes while more are queued; never leave anything buffered when idle.
-			if len(s.queue) == 0 && s.bw.Buffered() > 0 {
+			if len(s.queue) == 0 && s.buffered() > 0 {
 				if err := s.flush(); err != nil {
 					return fmt.Errorf("send Live: %w", err)
 				}
@@ -520,7 +574,19 @@ func (s *Session) localErr(what string, err error) error {
 
 // --- receiving side ---
 
+// read returns the next message other than Refuse; Refuse messages, which may arrive in any
+// phase after Have, are handled on the way.
 func (s *Session) read(maxSize int, timeout time.Duration, buf *[]byte) (*Message, error) {
+	for {
+		m, err := s.readFrame(maxSize, timeout, buf)
+		if err != nil || m.Kind != KindRefuse {
+			return m, err
+		}
+		s.onRefused(m)
+	}
+}
+
+func (s *Session) readFrame(maxSize int, timeout time.Duration, buf *[]byte) (*Message, error) {
 	s.armRead(timeout)
 	m, err := readFrame(s.br, maxSize, buf, s.cfg.Limits)
 	if err != nil {
@@ -551,7 +617,8 @@ func (s *Session) recvPhases(ctx context.Context) error {
 	var buf []byte
 	limits, t := s.cfg.Limits, s.cfg.Timeouts
 
-	m, err := s.read(limits.maxHaveFrame(), t.Read, &buf)
+	// Nothing can be refused before the peer saw our Have: a Refuse here is unexpected.
+	m, err := s.readFrame(limits.maxHaveFrame(), t.Read, &buf)
 	if err != nil {
 		return fmt.Errorf("read Have: %w", err)
 	}
@@ -640,14 +707,24 @@ func (s *Session) count(m *Message) {
 // deliver drops duplicates and hands the operation to the sink. While we are closing,
 // operations are drained without delivery.
 func (s *Session) deliver(ctx context.Context, m *Message, phase Phase) error {
+	// Refused logs are checked before the dedup ring, so re-sending the same refused
+	// operation counts against the peer too.
+	if len(s.refusedIn) > 0 {
+		if dropped, err := s.dropRefused(m); dropped || err != nil {
+			return err
+		}
+	}
 	hash := operation.HashOf(m.Header)
 	if !s.ring.add(hash) || s.closing.Load() {
 		return nil
 	}
 	err := s.p.Sink.Receive(ctx, s.p.Topic, m.Header, m.Body, Source{Peer: s.p.Peer, SessionID: s.p.ID, Phase: phase})
+	var refused *RefusedError
 	switch {
 	case err == nil, s.closing.Load():
 		return nil
+	case errors.As(err, &refused):
+		return s.refuse(refused)
 	case errors.Is(err, ErrInvalidOperation):
 		return fmt.Errorf("operation %s: %w", hash.Short(), err)
 	default:
@@ -669,7 +746,19 @@ func (s *Session) settle(ctx context.Context) error {
 	if !ok || s.closing.Load() {
 		return nil
 	}
-	err := st.Settle(ctx, Source{Peer: s.p.Peer, SessionID: s.p.ID, Phase: PhaseSync})
+	var err error
+	for {
+		err = st.Settle(ctx, Source{Peer: s.p.Peer, SessionID: s.p.ID, Phase: PhaseSync})
+		// A refusal found while settling is answered like one from Receive; then the
+		// remaining operations are settled.
+		var refused *RefusedError
+		if !errors.As(err, &refused) || s.closing.Load() {
+			break
+		}
+		if rerr := s.refuse(refused); rerr != nil {
+			return rerr
+		}
+	}
 	switch {
 	case err == nil, s.closing.Load():
 		return nil

@@ -32,6 +32,25 @@ func newSide() *side {
 
 // startPair connects a and b over an in-memory pipe, runs the handshake and starts both
 // sessions. It returns channels with each side's Run result.
+// pipeWithHandshake returns both ends of an in-memory pipe after a successful handshake.
+func pipeWithHandshake(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ca, cb := net.Pipe()
+	t.Cleanup(func() { ca.Close(); cb.Close() })
+	hs := make(chan error, 1)
+	go func() {
+		_, err := AcceptHandshake(cb, time.Second*5, func(operation.Topic) string { return "" })
+		hs <- err
+	}()
+	if err := InitiateHandshake(ca, testTopic, 5*time.Second); err != nil {
+		t.Fatalf("initiate: %v", err)
+	}
+	if err := <-hs; err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	return ca, cb
+}
+
 func startPair(t *testing.T, ctxA, ctxB context.Context, a, b *side) (<-chan error, <-chan error) {
 	t.Helper()
 	ca, cb := net.Pipe()

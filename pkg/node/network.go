@@ -23,6 +23,7 @@ import (
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/p2p"
 	"github.com/pandanet/pandanet/pkg/pipeline"
+	"github.com/pandanet/pandanet/pkg/policy"
 	"github.com/pandanet/pandanet/pkg/store"
 )
 
@@ -337,6 +338,9 @@ func (s *syncSink) Receive(ctx context.Context, topic operation.Topic, header, b
 	if chk.keyErr != nil {
 		return fmt.Errorf("sync peer %s: %w", src.Peer, chk.keyErr)
 	}
+	if err := s.n.refusePeerOperation(topic, header, body); err != nil {
+		return err
+	}
 	phase := PhaseSync
 	if src.Phase == logsync.PhaseLive {
 		phase = PhaseLive
@@ -413,6 +417,11 @@ func (c *sessionCheck) reap(ctx context.Context, block bool) error {
 		c.pending[0] = nil
 		c.pending = c.pending[1:]
 		if r := t.Result(); r.Status == pipeline.Failed {
+			if errors.Is(r.Err, policy.ErrRefused) {
+				// Refused by the writer after passing the early check (a quota filled up
+				// meanwhile): the session refuses the log and goes on.
+				return syncRefusal(r.Err)
+			}
 			c.err = classifyIngestErr(r.Err)
 			return c.err
 		}

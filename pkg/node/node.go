@@ -25,6 +25,7 @@ import (
 
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/pipeline"
+	"github.com/pandanet/pandanet/pkg/policy"
 	"github.com/pandanet/pandanet/pkg/store"
 )
 
@@ -60,6 +61,7 @@ type config struct {
 	storeOpts   []store.Option
 	pipe        pipeline.Config
 	network     *NetworkConfig
+	policies    map[operation.Topic]policy.Policy
 }
 
 // Option configures New.
@@ -144,6 +146,8 @@ type Node struct {
 	key   operation.PrivateKey
 	store *store.Store
 	pipe  *pipeline.Pipeline
+	// policy enforces per-topic write policies (none until SetTopicPolicy).
+	policy *policy.Enforcer
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -189,6 +193,8 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 	pc.Store = st
 	pc.Limits = operation.Limits{MaxPayloadSize: cfg.maxPayload}
 	pc.Deliver = n.deliver
+	n.policy = policy.NewEnforcer(st)
+	pc.Policy = n.policy
 	// Stored operations are announced (to live sync sessions) when they commit, not when the
 	// app reads them: a subscriber that does not read must not stop replication.
 	userObserve := pc.Observe
@@ -205,6 +211,12 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 		st.Close()
 		n.cancel()
 		return nil, fmt.Errorf("node: %w", err)
+	}
+	for topic, p := range cfg.policies {
+		if err := n.pipe.SetPolicy(ctx, topic, p); err != nil {
+			n.cancel()
+			return nil, errors.Join(fmt.Errorf("node: policy of %s: %w", topic, err), n.pipe.Close(), st.Close())
+		}
 	}
 	if cfg.network != nil {
 		if err := n.startNetwork(ctx, cfg.network); err != nil {

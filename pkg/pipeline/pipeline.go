@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/pandanet/pandanet/pkg/operation"
+	"github.com/pandanet/pandanet/pkg/policy"
 	"github.com/pandanet/pandanet/pkg/store"
 )
 
@@ -71,6 +72,12 @@ type Config struct {
 	// Observe, if set, is called synchronously for every result as soon as it is final
 	// (before delivery), from pipeline goroutines. Meant for metrics; must be fast.
 	Observe func(Result)
+	// Policy, if set, enforces per-topic write policies (see SetPolicy): the writer checks
+	// every operation, remote or published, against it right before storing, and applies
+	// retention. Refused operations fail at StagePolicy with a *policy.RefusedError.
+	Policy *policy.Enforcer
+	// RetentionInterval is how often retention ages are checked (default 1m).
+	RetentionInterval time.Duration
 }
 
 // Status is the final state of one operation.
@@ -105,6 +112,8 @@ const (
 	StageValidate Stage = iota + 1
 	StageStore
 	StageBuffer
+	// StagePolicy: the topic's write policy refused the operation.
+	StagePolicy
 )
 
 func (s Stage) String() string {
@@ -115,6 +124,8 @@ func (s Stage) String() string {
 		return "store"
 	case StageBuffer:
 		return "buffer"
+	case StagePolicy:
+		return "policy"
 	}
 	return fmt.Sprintf("stage(%d)", uint8(s))
 }
@@ -204,6 +215,8 @@ type Pipeline struct {
 	workers   sync.WaitGroup
 	writerEnd chan struct{}
 	delivery  sync.WaitGroup
+	// background runs the retention ticker.
+	background sync.WaitGroup
 
 	topicsMu sync.Mutex
 	topics   map[operation.Topic]*topicState
@@ -237,7 +250,9 @@ func (j *job) size() int { return len(j.header) + len(j.body) }
 type writeReq struct {
 	job  *job
 	acks []store.Ack
-	done chan error // for acks; buffered(1)
+	// maint runs on the writer between batches (policy changes, retention).
+	maint func() error
+	done  chan error // for acks and maint; buffered(1)
 }
 
 // New starts a pipeline.
@@ -269,6 +284,9 @@ func New(cfg Config) (*Pipeline, error) {
 	if cfg.BufferTTL <= 0 {
 		cfg.BufferTTL = 30 * time.Second
 	}
+	if cfg.RetentionInterval <= 0 {
+		cfg.RetentionInterval = DefaultRetentionInterval
+	}
 	if cfg.Deliver == nil {
 		cfg.Deliver = func(Result) {}
 	}
@@ -291,6 +309,10 @@ func New(cfg Config) (*Pipeline, error) {
 	go p.sequenceLoop()
 	w := newWriter(p)
 	go w.run()
+	if cfg.Policy != nil {
+		p.background.Add(1)
+		go p.retentionLoop()
+	}
 	return p, nil
 }
 
@@ -307,6 +329,7 @@ func (p *Pipeline) Close() error {
 	close(p.closing)
 	p.mu.Unlock()
 	p.producers.Wait()
+	p.background.Wait()
 	close(p.orderCh)
 	close(p.verifyCh)
 	p.workers.Wait()
@@ -665,7 +688,11 @@ type Stats struct {
 	Pruned   uint64
 	// Buffered is the number of operations currently waiting for a predecessor.
 	Buffered int64
-	Batches  uint64
+	// RetiredLogs counts logs retention dropped; PolicyErrors counts store failures while
+	// recounting usage or applying retention (they are retried with the next batch).
+	RetiredLogs  uint64
+	PolicyErrors uint64
+	Batches      uint64
 	// BatchedOps / Batches is the mean batch size.
 	BatchedOps uint64
 }
@@ -673,6 +700,7 @@ type Stats struct {
 type stats struct {
 	submitted, stored, duplicates, failed, pruned, batches, batchedOps atomic.Uint64
 	buffered                                                           atomic.Int64
+	retiredLogs, policyErrors                                          atomic.Uint64
 	mu                                                                 sync.Mutex
 	rejected                                                           map[string]uint64
 }
@@ -702,6 +730,9 @@ func FailureReason(err error) string {
 	case errors.Is(err, ErrClosed):
 		return "closed"
 	}
+	if r := policy.ReasonOf(err); r != "" {
+		return "policy_" + string(r)
+	}
 	return operation.Reason(err)
 }
 
@@ -711,6 +742,7 @@ func (p *Pipeline) Stats() Stats {
 		Submitted: p.stats.submitted.Load(), Stored: p.stats.stored.Load(), Duplicates: p.stats.duplicates.Load(),
 		Failed: p.stats.failed.Load(), Pruned: p.stats.pruned.Load(), Buffered: p.stats.buffered.Load(),
 		Batches: p.stats.batches.Load(), BatchedOps: p.stats.batchedOps.Load(), Rejected: map[string]uint64{},
+		RetiredLogs: p.stats.retiredLogs.Load(), PolicyErrors: p.stats.policyErrors.Load(),
 	}
 	p.stats.mu.Lock()
 	for k, v := range p.stats.rejected {

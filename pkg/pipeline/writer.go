@@ -90,6 +90,15 @@ func (w *writer) add(req *writeReq) {
 		w.jobs = append(w.jobs, req.job)
 		return
 	}
+	if req.maint != nil {
+		// Everything queued before it is committed first.
+		if len(w.jobs) > 0 || len(w.waits) > 0 {
+			w.flush()
+			w.jobs = w.jobs[:0]
+		}
+		req.done <- req.maint()
+		return
+	}
 	w.acks = append(w.acks, req.acks...)
 	w.waits = append(w.waits, req.done)
 }
@@ -110,6 +119,7 @@ func (w *writer) flush() {
 		}
 		return cmpUint(a.op.SeqNum(), b.op.SeqNum())
 	})
+	w.jobs = w.policyGate(w.jobs)
 	inserts := make([]store.Insert, len(w.jobs))
 	for i, j := range w.jobs {
 		inserts[i] = store.Insert{Topic: j.topic, Op: j.op}
@@ -125,11 +135,15 @@ func (w *writer) flush() {
 	w.p.stats.batchedOps.Add(uint64(len(w.jobs)))
 	if err != nil {
 		for _, j := range w.jobs {
+			w.policyRelease(j)
 			w.p.finish(j, Result{Status: Failed, Stage: StageStore, Err: err})
 		}
 		clear(w.jobs)
 		return
 	}
+	// Usage is brought up to date before any result is final, so whoever waits for a
+	// result sees the usage that includes it.
+	w.policyAfterCommit(w.jobs, results)
 	for i, j := range w.jobs {
 		res := results[i]
 		switch res.Outcome {

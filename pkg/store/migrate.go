@@ -52,6 +52,17 @@ CREATE TABLE peers (
 	last_failed    INTEGER NOT NULL  -- unix ms, 0 = never
 ) WITHOUT ROWID;
 `,
+	// 3: logs a topic's retention policy dropped, so the node refuses to take them back from
+	// peers that still hold them (see RetireLogs).
+	`
+CREATE TABLE retired_logs (
+	topic  BLOB    NOT NULL,
+	author BLOB    NOT NULL,
+	log_id BLOB    NOT NULL,
+	seq    INTEGER NOT NULL, -- the highest seq that was dropped
+	PRIMARY KEY (topic, author, log_id)
+) WITHOUT ROWID;
+`,
 }
 
 // SchemaVersion is the user_version this code writes.

@@ -59,7 +59,7 @@ func TestUpgradeFromSchema1(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Turn the file back into a schema-1 database.
-	if _, err := s.w.ExecContext(ctx, "DROP TABLE peers; PRAGMA user_version = 1"); err != nil {
+	if _, err := s.w.ExecContext(ctx, "DROP TABLE peers; DROP TABLE retired_logs; PRAGMA user_version = 1"); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
