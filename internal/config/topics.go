@@ -7,43 +7,60 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/pandanet/pandanet/pkg/operation"
+	"github.com/pandanet/pandanet/pkg/policy"
 )
 
 // MaxTopicsFileSize bounds the topics file; a ConfigMap is at most 1 MiB anyway.
 const MaxTopicsFileSize = 1 << 20
 
-// Topic is one line of a topics file: the name as written and the id it maps to.
+// Topic is one line of a topics file: the name as written, the id it maps to and its
+// optional write policy (zero: none).
 type Topic struct {
-	Name  string
-	Topic operation.Topic
+	Name   string
+	Topic  operation.Topic
+	Policy policy.Policy
 }
 
 // ParseTopics reads a topics file: one topic per line under the operation.ParseID rule,
-// blank lines and lines starting with '#' ignored, surrounding white space trimmed.
-// Duplicates (also different spellings of the same id) are kept once, in first-seen order.
+// optionally followed by a write policy in brackets (see topicpolicy.go), blank lines and
+// lines starting with '#' ignored, surrounding white space trimmed. Duplicates (also
+// different spellings of the same id) are kept once, in first-seen order; a duplicate with
+// a different policy is an error.
 func ParseTopics(r io.Reader) ([]Topic, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), MaxTopicsFileSize)
-	seen := make(map[operation.Topic]bool)
+	seen := make(map[operation.Topic]int)
 	var out []Topic
 	for line := 1; sc.Scan(); line++ {
 		s := strings.TrimSpace(sc.Text())
 		if s == "" || strings.HasPrefix(s, "#") {
 			continue
 		}
-		t, err := operation.ParseTopic(s)
+		name, pol, hasPolicy := splitTopicLine(s)
+		t, err := operation.ParseTopic(name)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
-		if !seen[t] {
-			seen[t] = true
-			out = append(out, Topic{Name: s, Topic: t})
+		entry := Topic{Name: name, Topic: t}
+		if hasPolicy {
+			if entry.Policy, err = ParseTopicPolicy(pol); err != nil {
+				return nil, fmt.Errorf("line %d: %w", line, err)
+			}
 		}
+		if i, dup := seen[t]; dup {
+			if !samePolicy(out[i].Policy, entry.Policy) {
+				return nil, fmt.Errorf("line %d: topic %q listed again with another policy", line, name)
+			}
+			continue
+		}
+		seen[t] = len(out)
+		out = append(out, entry)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read topics: %w", err)
@@ -82,7 +99,18 @@ func readTopicsFile(path string) ([]byte, error) {
 type TopicsChange struct {
 	Added   []Topic
 	Removed []Topic
-	All     []Topic // the complete new list
+	// PolicyChanged are topics that stay but whose policy changed (to the one they carry).
+	PolicyChanged []Topic
+	All           []Topic // the complete new list
+}
+
+// Empty reports whether nothing changed.
+func (c TopicsChange) Empty() bool {
+	return len(c.Added) == 0 && len(c.Removed) == 0 && len(c.PolicyChanged) == 0
+}
+
+func samePolicy(a, b policy.Policy) bool {
+	return slices.Equal(a.Writers, b.Writers) && a.PerAuthor == b.PerAuthor && a.PerTopic == b.PerTopic && a.Retention == b.Retention
 }
 
 // DiffTopics returns what changed from old to new, each list sorted by topic id.
@@ -97,8 +125,12 @@ func DiffTopics(old, new []Topic) TopicsChange {
 	}
 	ch := TopicsChange{All: new}
 	for id, t := range newSet {
-		if _, ok := oldSet[id]; !ok {
+		old, ok := oldSet[id]
+		switch {
+		case !ok:
 			ch.Added = append(ch.Added, t)
+		case !samePolicy(old.Policy, t.Policy):
+			ch.PolicyChanged = append(ch.PolicyChanged, t)
 		}
 	}
 	for id, t := range oldSet {
@@ -111,6 +143,7 @@ func DiffTopics(old, new []Topic) TopicsChange {
 	}
 	byID(ch.Added)
 	byID(ch.Removed)
+	byID(ch.PolicyChanged)
 	return ch
 }
 
@@ -146,7 +179,7 @@ func (w *TopicsWatcher) Poll() {
 		}
 		ch := DiffTopics(w.current, topics)
 		w.current = topics
-		if (len(ch.Added) > 0 || len(ch.Removed) > 0) && w.OnChange != nil {
+		if !ch.Empty() && w.OnChange != nil {
 			w.OnChange(ch)
 		}
 		return nil
