@@ -67,6 +67,9 @@ func main() {
 	jsonPath := flag.String("json", "bin/bench/results.json", "where to write the JSON results")
 	tags := flag.String("tags", "sqlite_omit_load_extension netgo osusergo", "build tags for go test")
 	only := flag.String("only", "", "run only rows whose name contains this")
+	runGrowthRows := flag.Bool("growth", true, "run the growth rows and plot them into -charts")
+	large := flag.String("large", "", "extra, long sizes for the growth rows, comma-separated (e.g. 1000000)")
+	charts := flag.String("charts", "docs", "directory for the growth charts (PNG)")
 	flag.Parse()
 
 	fmt.Fprintf(os.Stderr, "measuring physical bounds on %d cores...\n", runtime.GOMAXPROCS(0))
@@ -115,6 +118,24 @@ func main() {
 		}
 	}
 	printTable(os.Stdout, b)
+	if *runGrowthRows {
+		for i := range growthRows {
+			g := &growthRows[i]
+			if *only != "" && !strings.Contains(g.Name, *only) {
+				continue
+			}
+			runGrowth(*tags, *large, g)
+			paths, err := plotGrowth(*charts, g)
+			if err != nil && g.Error == "" {
+				g.Error = err.Error()
+			}
+			for _, p := range paths {
+				fmt.Fprintf(os.Stderr, "wrote %s\n", p)
+			}
+		}
+		fmt.Println()
+		printGrowth(os.Stdout, growthRows)
+	}
 	if err := writeJSON(*jsonPath, b); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -320,7 +341,8 @@ func writeJSON(path string, b map[string]float64) error {
 		Cores  int                `json:"cores"`
 		Bounds map[string]float64 `json:"bounds"`
 		Rows   []row              `json:"rows"`
-	}{time.Now().UTC(), runtime.GOMAXPROCS(0), b, rows}, "", "  ")
+		Growth []growth           `json:"growth"`
+	}{time.Now().UTC(), runtime.GOMAXPROCS(0), b, rows, growthRows}, "", "  ")
 	if err != nil {
 		return err
 	}

@@ -139,8 +139,36 @@ func fillTopic(b *testing.B, path string, topic operation.Topic, ops, authors, b
 // it includes the libp2p dial, discovery of the topic peer, the sync handshake, strict
 // verification of every operation and durable (synchronous=FULL) storage — and the edge
 // app consuming the Processed events with automatic acks, as a real subscriber would.
-func BenchmarkCatchUp100k(b *testing.B) {
-	const ops, authors, body = 100_000, 4, 1024
+func BenchmarkCatchUp100k(b *testing.B) { benchCatchUp(b, 100_000) }
+
+// BenchmarkCatchUpGrowth is BenchmarkCatchUp100k at several log sizes, to show how the cost
+// grows: 10k and 100k operations, plus the sizes in PANDANET_BENCH_LARGE (comma-separated,
+// e.g. "1000000"; opt-in because filling and syncing a million operations takes a long
+// time). Besides the time it reports the peak resident memory of the process, which holds
+// both nodes, during the catch-up.
+func BenchmarkCatchUpGrowth(b *testing.B) {
+	sizes := []int{10_000, 100_000}
+	if extra := os.Getenv("PANDANET_BENCH_LARGE"); extra != "" {
+		for _, f := range strings.Split(extra, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				b.Fatalf("PANDANET_BENCH_LARGE: %q is not a positive number", f)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("ops=%d", n), func(b *testing.B) { benchCatchUp(b, n) })
+	}
+}
+
+// catchUpDeadline gives a catch-up 10 minutes per 100,000 operations (at least 10).
+func catchUpDeadline(ops int) time.Duration {
+	return time.Duration(max(1, ops/100_000)) * 10 * time.Minute
+}
+
+func benchCatchUp(b *testing.B, ops int) {
+	const authors, body = 4, 1024
 	ctx := context.Background()
 	topic := operation.Topic(operation.HashOf([]byte("catch-up benchmark")))
 	path := filepath.Join(b.TempDir(), "always-on.sqlite")
@@ -158,9 +186,11 @@ func BenchmarkCatchUp100k(b *testing.B) {
 	}
 
 	var total, first time.Duration
+	var peakRSS int64
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()
+		resetPeakRSS(b)
 		edgePath := filepath.Join(b.TempDir(), fmt.Sprintf("edge-%d.sqlite", i))
 		var stored atomic.Int64
 		var firstAt atomic.Int64
@@ -173,7 +203,7 @@ func BenchmarkCatchUp100k(b *testing.B) {
 			switch stored.Add(1) {
 			case 1:
 				firstAt.Store(int64(time.Since(start)))
-			case ops:
+			case int64(ops):
 				close(done)
 			}
 		})
@@ -195,11 +225,12 @@ func BenchmarkCatchUp100k(b *testing.B) {
 		}()
 		select {
 		case <-done:
-		case <-time.After(10 * time.Minute):
-			b.Fatalf("edge stored %d of %d operations after 10 minutes", stored.Load(), ops)
+		case <-time.After(catchUpDeadline(ops)):
+			b.Fatalf("edge stored %d of %d operations after %v", stored.Load(), ops, catchUpDeadline(ops))
 		}
 		elapsed := time.Since(start)
 		b.StopTimer()
+		peakRSS = max(peakRSS, peakResidentBytes(b))
 		total += elapsed
 		first += time.Duration(firstAt.Load())
 		if err := edge.Close(); err != nil {
@@ -223,8 +254,9 @@ func BenchmarkCatchUp100k(b *testing.B) {
 	}
 	secs := total.Seconds() / float64(b.N)
 	b.ReportMetric(secs, "s")
-	b.ReportMetric(ops/secs, "ops/s")
+	b.ReportMetric(float64(ops)/secs, "ops/s")
 	b.ReportMetric(first.Seconds()/float64(b.N), "s-to-first-op")
+	b.ReportMetric(float64(peakRSS)/(1<<20), "peak-rss-MiB")
 }
 
 // BenchmarkTopicMemory: one networked node opens streams on 1,000 topics (each one is
@@ -307,6 +339,38 @@ func residentBytes(b *testing.B) int64 {
 		b.Fatalf("parse /proc/self/statm: %v", err)
 	}
 	return pages * int64(os.Getpagesize())
+}
+
+// resetPeakRSS frees what the setup left behind and resets the kernel's peak-RSS counter
+// (VmHWM) to the current resident size, so peakResidentBytes measures what follows.
+func resetPeakRSS(b *testing.B) {
+	b.Helper()
+	runtime.GC()
+	debug.FreeOSMemory()
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		b.Skipf("peak RSS needs /proc/self/clear_refs: %v", err)
+	}
+}
+
+// peakResidentBytes returns VmHWM, the process's peak resident set size since the last
+// resetPeakRSS.
+func peakResidentBytes(b *testing.B) int64 {
+	b.Helper()
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Skipf("peak RSS needs /proc: %v", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				b.Fatalf("parse VmHWM %q: %v", line, err)
+			}
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmHWM in /proc/self/status")
+	return 0
 }
 
 // waitForwarders waits until the network layer has picked up want streamed topics.
