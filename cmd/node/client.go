@@ -165,7 +165,15 @@ until it restarts (put topics that must survive a restart into the --topics-file
 			for _, t := range ts {
 				fmt.Fprintf(tw, "%s\t%d\t%d\n", t.Topic, t.Operations, t.Authors)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			for _, t := range ts {
+				if t.Policy != nil {
+					writePolicy(cmd.OutOrStdout(), t.Topic, t.Policy)
+				}
+			}
+			return nil
 		},
 	}
 	f.register(cmd, "print the topics (with per-author log heights) as JSON")
@@ -369,4 +377,42 @@ func short(hexID string) string {
 		return hexID[:8]
 	}
 	return hexID
+}
+
+// writePolicy prints a topic's write policy with usage against each limit, per topic and per
+// author ("-" for no limit).
+func writePolicy(w io.Writer, topic string, p *admin.TopicPolicy) {
+	fmt.Fprintf(w, "\npolicy of %s\n", topic)
+	writers := "anyone"
+	if len(p.Writers) > 0 {
+		writers = strings.Join(p.Writers, ", ")
+	}
+	fmt.Fprintf(w, "  writers:   %s\n", writers)
+	fmt.Fprintf(w, "  topic:     %s operations, %s bytes\n", ofLimit(p.Usage.Ops, p.PerTopic.MaxOps), ofLimit(p.Usage.Bytes, p.PerTopic.MaxBytes))
+	var ret []string
+	if p.Retention.MaxAgeSeconds > 0 {
+		ret = append(ret, "max age "+(time.Duration(p.Retention.MaxAgeSeconds)*time.Second).String())
+	}
+	if p.Retention.MaxBytes > 0 {
+		ret = append(ret, fmt.Sprintf("max %d bytes", p.Retention.MaxBytes))
+	}
+	if len(ret) == 0 {
+		ret = []string{"keep everything"}
+	}
+	fmt.Fprintf(w, "  retention: %s (%d logs dropped)\n", strings.Join(ret, ", "), p.RetiredLogs)
+	fmt.Fprintf(w, "  refused:   not_writer=%d over_quota=%d retention=%d\n", p.Refused["not_writer"], p.Refused["over_quota"], p.Refused["retention"])
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  AUTHOR\tOPERATIONS\tBYTES")
+	for _, a := range p.Authors {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", a.Author, ofLimit(a.Ops, p.PerAuthor.MaxOps), ofLimit(a.Bytes, p.PerAuthor.MaxBytes))
+	}
+	tw.Flush()
+}
+
+// ofLimit formats "used/limit", with "-" for no limit.
+func ofLimit(used, limit uint64) string {
+	if limit == 0 {
+		return fmt.Sprintf("%d/-", used)
+	}
+	return fmt.Sprintf("%d/%d", used, limit)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/pandanet/pandanet/internal/config"
 	"github.com/pandanet/pandanet/internal/metrics"
 	"github.com/pandanet/pandanet/pkg/operation"
+	"github.com/pandanet/pandanet/pkg/policy"
 )
 
 // liveBuffer is the capacity of the node's event channel of a topic and of its conversion
@@ -91,6 +92,11 @@ func (d *daemon) ensure(ctx context.Context, t config.Topic, fromFile bool) (*to
 	if r, ok := d.topics[t.Topic]; ok {
 		if fromFile {
 			r.fromFile = true
+			if !t.Policy.IsZero() {
+				if err := d.node.SetTopicPolicy(ctx, t.Topic, t.Policy); err != nil {
+					return nil, fmt.Errorf("policy of topic %s (%s): %w", t.Name, t.Topic, err)
+				}
+			}
 		} else {
 			r.fromAPI = true
 		}
@@ -99,6 +105,11 @@ func (d *daemon) ensure(ctx context.Context, t config.Topic, fromFile bool) (*to
 	if !fromFile && d.maxAPITopics > 0 && d.apiTopicsLocked() >= d.maxAPITopics {
 		return nil, fmt.Errorf("open topic %s: %d topics are open through the admin API (--max-api-topics): %w",
 			t.Topic, d.maxAPITopics, admin.ErrLimit)
+	}
+	if !t.Policy.IsZero() {
+		if err := d.node.SetTopicPolicy(ctx, t.Topic, t.Policy); err != nil {
+			return nil, fmt.Errorf("policy of topic %s (%s): %w", t.Name, t.Topic, err)
+		}
 	}
 	// Opening under d.mu serialises topic opens; they are rare (start-up, file reload,
 	// first use through the API) and this keeps "at most one stream per topic" trivial.
@@ -194,6 +205,13 @@ func (d *daemon) applyTopics(ctx context.Context, ch config.TopicsChange) {
 			d.log.Error("topics file: subscribe failed", "topic", t.Name, "err", err)
 		}
 	}
+	for _, t := range ch.PolicyChanged {
+		if err := d.node.SetTopicPolicy(ctx, t.Topic, t.Policy); err != nil {
+			d.log.Error("topics file: policy change failed", "topic", t.Name, "err", err)
+			continue
+		}
+		d.log.Info("topic policy changed", "topic", t.Name, "id", t.Topic.String())
+	}
 	for _, t := range ch.Removed {
 		d.mu.Lock()
 		r, ok := d.topics[t.Topic]
@@ -209,6 +227,11 @@ func (d *daemon) applyTopics(ctx context.Context, ch config.TopicsChange) {
 		d.mu.Unlock()
 		if ok {
 			d.closeTopic(r)
+			if !t.Policy.IsZero() {
+				if err := d.node.SetTopicPolicy(ctx, t.Topic, policy.Policy{}); err != nil {
+					d.log.Error("topics file: removing the policy failed", "topic", t.Name, "err", err)
+				}
+			}
 			d.log.Info("topic unsubscribed (data kept)", "topic", t.Name, "id", t.Topic.String())
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/pandanet/pandanet/internal/admin"
 	"github.com/pandanet/pandanet/internal/config"
 	"github.com/pandanet/pandanet/pkg/operation"
+	"github.com/pandanet/pandanet/pkg/policy"
 )
 
 // memNode is an in-memory daemonNode: one author (the node), operations kept per topic.
@@ -30,6 +31,34 @@ type memNode struct {
 	beforeHistory func()
 	// reconfigured records every Reconfigure call.
 	reconfigured []*config.Config
+	// policies are the installed topic policies; policySetBeforeOpen records, per topic,
+	// whether its policy was installed before the topic was first opened.
+	policies            map[operation.Topic]policy.Policy
+	policySetBeforeOpen map[operation.Topic]bool
+}
+
+func (n *memNode) SetTopicPolicy(_ context.Context, t operation.Topic, p policy.Policy) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.policies == nil {
+		n.policies, n.policySetBeforeOpen = map[operation.Topic]policy.Policy{}, map[operation.Topic]bool{}
+	}
+	if p.IsZero() {
+		delete(n.policies, t)
+		return nil
+	}
+	n.policies[t] = p
+	if _, seen := n.policySetBeforeOpen[t]; !seen {
+		n.policySetBeforeOpen[t] = n.open[t] == nil
+	}
+	return nil
+}
+
+func (n *memNode) policy(t operation.Topic) (policy.Policy, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p, ok := n.policies[t]
+	return p, ok
 }
 
 func (n *memNode) Reconfigure(cfg *config.Config) error {

@@ -8,6 +8,7 @@ import (
 	"github.com/pandanet/pandanet/internal/config"
 	"github.com/pandanet/pandanet/internal/metrics"
 	"github.com/pandanet/pandanet/pkg/operation"
+	"github.com/pandanet/pandanet/pkg/policy"
 )
 
 // daemonNode is everything the daemon needs from a running node. It is deliberately small
@@ -26,6 +27,9 @@ type daemonNode interface {
 	// Open subscribes to topic (sync + live delivery) from the ack frontier. The daemon
 	// opens each topic at most once at a time.
 	Open(ctx context.Context, topic operation.Topic) (topicStream, error)
+	// SetTopicPolicy installs topic's write policy (a zero policy removes it); the
+	// daemon sets it before it opens the topic, so nothing is synced unchecked.
+	SetTopicPolicy(ctx context.Context, topic operation.Topic, p policy.Policy) error
 	// History calls fn for stored operations of topic in log order, without moving the
 	// persisted ack cursor: every one for admin.FromStart (Source "store"), those after the
 	// ack cursor for admin.FromFrontier (Source "replay"). System-only operations are

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/p2p"
 	"github.com/pandanet/pandanet/pkg/pipeline"
+	"github.com/pandanet/pandanet/pkg/policy"
 )
 
 // storeStatsInterval is how often the store size gauge is refreshed.
@@ -75,6 +77,7 @@ var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
 		n.Close()
 		return nil, err
 	}
+	m.SetRefusalSource(n.PolicyRefusals)
 	ln := &libNode{n: n, key: p.key, peerID: id.PeerID, networkID: p.cfg.NetworkID, log: p.log, metrics: m,
 		stop: make(chan struct{})}
 	p.log.Info("node started", "peer_id", id.PeerID, "network_id", p.cfg.NetworkIDName, "addrs", ln.Addrs())
@@ -121,7 +124,11 @@ func observe(m *metrics.Metrics, r pipeline.Result) {
 		}
 		m.OperationIngested(src)
 	case pipeline.Failed:
-		m.OperationRejected(r.Err)
+		// Policy refusals are not invalid operations; they are counted by reason in
+		// panda_operations_refused_total (metrics.SetRefusalSource).
+		if !errors.Is(r.Err, policy.ErrRefused) {
+			m.OperationRejected(r.Err)
+		}
 	}
 	m.ObservePipeline(r.Latency)
 }
@@ -240,7 +247,39 @@ func (l *libNode) TopicStatus(ctx context.Context, topic operation.Topic) (admin
 			st.Logs = append(st.Logs, admin.LogStatus{Author: lg.Author.String(), Height: lg.Height})
 		}
 	}
+	if rep, ok := l.n.TopicPolicy(topic); ok {
+		st.Policy = policyStatus(rep)
+	}
 	return st, nil
+}
+
+func (l *libNode) SetTopicPolicy(ctx context.Context, topic operation.Topic, p policy.Policy) error {
+	return l.n.SetTopicPolicy(ctx, topic, p)
+}
+
+// policyStatus turns a node's policy report into the admin API's shape.
+func policyStatus(rep policy.Report) *admin.TopicPolicy {
+	p := rep.Policy
+	out := &admin.TopicPolicy{
+		PerAuthor:   admin.Quota{MaxOps: p.PerAuthor.MaxOps, MaxBytes: p.PerAuthor.MaxBytes},
+		PerTopic:    admin.Quota{MaxOps: p.PerTopic.MaxOps, MaxBytes: p.PerTopic.MaxBytes},
+		Retention:   admin.Retention{MaxAgeSeconds: int64(p.Retention.MaxAge / time.Second), MaxBytes: p.Retention.MaxBytes},
+		Usage:       admin.Usage{Ops: rep.Usage.Ops, Bytes: rep.Usage.Bytes},
+		Authors:     make([]admin.AuthorUsage, 0, len(rep.Authors)),
+		Refused:     make(map[string]uint64, len(policy.Reasons)),
+		RetiredLogs: rep.Retired,
+	}
+	for _, w := range p.Writers {
+		out.Writers = append(out.Writers, w.String())
+	}
+	for a, u := range rep.Authors {
+		out.Authors = append(out.Authors, admin.AuthorUsage{Author: a.String(), Usage: admin.Usage{Ops: u.Ops, Bytes: u.Bytes}})
+	}
+	sort.Slice(out.Authors, func(i, j int) bool { return out.Authors[i].Author < out.Authors[j].Author })
+	for _, r := range policy.Reasons {
+		out.Refused[string(r)] = rep.Refused[r]
+	}
+	return out
 }
 
 func (l *libNode) History(ctx context.Context, topic operation.Topic, from admin.From, fn func(admin.Event) error) error {

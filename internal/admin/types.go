@@ -38,6 +38,49 @@ type TopicStatus struct {
 	Operations int64       `json:"operations"`
 	Authors    int         `json:"authors"`
 	Logs       []LogStatus `json:"logs"`
+	// Policy is the topic's write policy with its usage; absent when the topic has none.
+	Policy *TopicPolicy `json:"policy,omitempty"`
+}
+
+// TopicPolicy is a topic's write policy (zero limits are unlimited) and what it is measured
+// against: the operations and bytes stored, per topic and per author.
+type TopicPolicy struct {
+	Writers   []string  `json:"writers,omitempty"` // hex public keys; empty: anyone
+	PerAuthor Quota     `json:"perAuthor"`
+	PerTopic  Quota     `json:"perTopic"`
+	Retention Retention `json:"retention"`
+	Usage     Usage     `json:"usage"`
+	// Authors is the usage of every author with stored operations, sorted by key.
+	Authors []AuthorUsage `json:"authors"`
+	// Refused counts operations refused since the node started, by reason (not_writer,
+	// over_quota, retention).
+	Refused map[string]uint64 `json:"refused"`
+	// RetiredLogs counts logs retention dropped since the node started.
+	RetiredLogs uint64 `json:"retiredLogs"`
+}
+
+// Quota bounds stored operations and bytes; 0 is unlimited.
+type Quota struct {
+	MaxOps   uint64 `json:"maxOps,omitempty"`
+	MaxBytes uint64 `json:"maxBytes,omitempty"`
+}
+
+// Retention bounds what a topic keeps; 0 is unlimited.
+type Retention struct {
+	MaxAgeSeconds int64  `json:"maxAgeSeconds,omitempty"`
+	MaxBytes      uint64 `json:"maxBytes,omitempty"`
+}
+
+// Usage is what is stored.
+type Usage struct {
+	Ops   uint64 `json:"ops"`
+	Bytes uint64 `json:"bytes"`
+}
+
+// AuthorUsage is one author's usage of a topic.
+type AuthorUsage struct {
+	Author string `json:"author"` // hex public key
+	Usage
 }
 
 // LogStatus is one author's log in a topic. Height is the highest sequence number stored

@@ -63,6 +63,8 @@ type Metrics struct {
 	StoreSizeBytes     prometheus.Gauge
 	StoreOperations    prometheus.Gauge
 	Topics             prometheus.Gauge
+
+	refusals *refusals
 }
 
 // New creates the collectors on a fresh registry that also carries the Go runtime and
@@ -124,10 +126,11 @@ func NewWith(reg *prometheus.Registry) *Metrics {
 			Namespace: Namespace, Name: "topics",
 			Help: "Topics this node subscribes to and syncs.",
 		}),
+		refusals: newRefusals(),
 	}
 	reg.MustRegister(m.OperationsIngested, m.OperationsRejected, m.SyncSessions, m.SyncBytesTotal,
 		m.ConnectedPeers, m.GossipMessages, m.RelayReservations, m.PipelineLatency,
-		m.StoreSizeBytes, m.StoreOperations, m.Topics)
+		m.StoreSizeBytes, m.StoreOperations, m.Topics, m.refusals)
 	// Pre-create the common label values so dashboards see zeros instead of missing series.
 	for _, s := range []Source{SourceLocal, SourceSync, SourceImport, SourceReplay} {
 		m.OperationsIngested.WithLabelValues(string(s))

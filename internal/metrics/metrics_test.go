@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pandanet/pandanet/pkg/operation"
+	"github.com/pandanet/pandanet/pkg/policy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -127,4 +128,26 @@ func value(t *testing.T, c prometheus.Metric) float64 {
 		return m.Counter.GetValue()
 	}
 	return m.Gauge.GetValue()
+}
+
+func TestRefusalsByReason(t *testing.T) {
+	m := New()
+	counts := map[policy.Reason]uint64{policy.NotWriter: 3}
+	m.SetRefusalSource(func() map[policy.Reason]uint64 { return counts })
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "panda_operations_refused_total" {
+			continue
+		}
+		for _, mt := range f.GetMetric() {
+			got[mt.GetLabel()[0].GetValue()] = mt.GetCounter().GetValue()
+		}
+	}
+	if len(got) != len(policy.Reasons) || got["not_writer"] != 3 || got["over_quota"] != 0 || got["retention"] != 0 {
+		t.Fatalf("refusal counters %v", got)
+	}
 }
