@@ -172,3 +172,74 @@ func TestPolicyAuthorOverQuotaOthersKeepSyncing(t *testing.T) {
 		t.Fatalf("refusals were treated as misbehaviour: %v", m)
 	}
 }
+
+// Retention on an always-on node drops the least recently written log once the topic is
+// over its size; an edge that still holds the dropped log is refused when it offers it
+// again, and a new edge gets the remaining logs, complete.
+func TestPolicyRetentionOnAlwaysOnNode(t *testing.T) {
+	ctx := testCtx(t)
+	var edgeEvs syncEvents
+	always := newNode(t, WithNetwork(loopbackNetwork()))
+	if _, _, err := always.Stream(ctx, topicT); err != nil {
+		t.Fatal(err)
+	}
+	old := netNode(t, bootstrapTo(always), recordSync(&edgeEvs))
+	pubOld, _, err := old.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		publish(t, pubOld, fmt.Sprintf("old %d", i))
+	}
+	waitStored(t, always, topicT, 4)
+	// Room for about one log of this size: the next log written pushes the old one out.
+	rep, _ := always.store.AuthorUsage(ctx, topicT)
+	size := rep[old.ID()].Bytes
+	if err := always.SetTopicPolicy(ctx, topicT, policy.Policy{Retention: policy.Retention{MaxBytes: size + size/2}}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := netNode(t, bootstrapTo(always))
+	pubFresh, _, err := fresh.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		publish(t, pubFresh, fmt.Sprintf("fresh %d", i))
+	}
+	testutil.Eventually(t, 60*time.Second, "retention did not drop the old log", func() (bool, error) {
+		h, err := always.store.LogHeights(ctx, topicT)
+		_, hasOld := h[old.ID()]
+		_, hasFresh := h[fresh.ID()]
+		return !hasOld && hasFresh && h[fresh.ID()][operation.LogIDFromTopic(topicT)] == 3, err
+	})
+	// The old edge still holds its log and offers it again: refused, not stored.
+	publish(t, pubOld, "old after retention")
+	waitRefusals(t, always, policy.Retired, 1)
+	testutil.Eventually(t, 30*time.Second, "the old edge was not told its log is retired", func() (bool, error) {
+		for _, r := range edgeEvs.refused() {
+			if !r.Outgoing && r.Author == old.ID() && r.Reason == string(policy.Retired) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.Close(); err != nil {
+		t.Fatal(err)
+	}
+	edge := netNode(t, bootstrapTo(always))
+	if _, _, err := edge.Stream(ctx, topicT); err != nil {
+		t.Fatal(err)
+	}
+	waitStored(t, edge, topicT, 4)
+	h, err := edge.store.LogHeights(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h[old.ID()]; ok || len(h) != 1 {
+		t.Fatalf("new edge got logs %v, want only the fresh author's", h)
+	}
+	verifyLogOf(t, edge, fresh.ID(), 4)
+}

@@ -184,7 +184,7 @@ func TestPolicyRetentionDropsOldestLogs(t *testing.T) {
 		t.Fatalf("heights after retention %v: want the two newest logs", heights)
 	}
 	for _, k := range keys[1:] {
-		verifyLog(t, n, k.PublicKey(), 5)
+		verifyLogOf(t, n, k.PublicKey(), 5)
 	}
 	// Offered again (an edge still holds it), the dropped log is refused.
 	if err := ingest(t, n, topicT, logs[0][0]); refusalReason(err) != policy.Retired {
@@ -217,9 +217,9 @@ func TestPolicyRetentionDropsOldestLogs(t *testing.T) {
 	}
 }
 
-// verifyLog reads author's log for topicT from seq 0 and checks every entry's signature and
+// verifyLogOf reads author's log for topicT from seq 0 and checks every entry's signature and
 // backlink chain: no holes.
-func verifyLog(t *testing.T, n *Node, author operation.PublicKey, want int) {
+func verifyLogOf(t *testing.T, n *Node, author operation.PublicKey, want int) {
 	t.Helper()
 	var prev *operation.Operation
 	count := 0
