@@ -535,6 +535,24 @@ func TestDaemonDataDirLocked(t *testing.T) {
 	d.stop()
 }
 
+// TestDaemonWarnsAboutUnusableListenAddress: libp2p drops a listen address it cannot bind
+// as long as another one works; the daemon says so instead of running without it silently.
+func TestDaemonWarnsAboutUnusableListenAddress(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts panda-node processes")
+	}
+	d := newTestDaemon(t, "--listen", "/ip4/192.0.2.1/tcp/4001") // TEST-NET-1: not a local address
+	d.start()
+	waitFor(t, 10*time.Second, "warning about the unusable listen address", func() bool {
+		return strings.Contains(d.logs.String(), "listen address is not in use") &&
+			strings.Contains(d.logs.String(), "/ip4/192.0.2.1/tcp/4001")
+	})
+	if n := strings.Count(d.logs.String(), "listen address is not in use"); n != 1 {
+		t.Fatalf("%d listen addresses reported unusable, want only 192.0.2.1", n)
+	}
+	d.stop()
+}
+
 // TestDaemonTopicsFileReload: a topic added to the topics file is subscribed without a
 // restart, a removed one is dropped.
 func TestDaemonTopicsFileReload(t *testing.T) {

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -61,17 +62,28 @@ var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
 	if m != nil && m.Registry != nil {
 		netCfg.PrometheusRegisterer = m.Registry
 	}
+	counters := newTopicCounters()
 	n, err := node.New(ctx,
 		node.WithPrivateKey(p.key),
 		node.WithDatabase(p.cfg.DatabasePath()),
 		node.WithAckPolicy(ack),
 		node.WithEventBuffer(liveBuffer),
-		node.WithObserver(func(r pipeline.Result) { observe(m, r) }),
+		node.WithObserver(func(r pipeline.Result) {
+			counters.observe(r)
+			observe(m, r)
+		}),
 		node.WithNetwork(netCfg),
 	)
 	if err != nil {
 		return nil, err
 	}
+	// One scan at start; afterwards the counters follow the pipeline.
+	stats, err := n.Store().TopicStats(ctx)
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("count stored operations: %w", err)
+	}
+	counters.load(stats)
 	id, err := identityOf(p.key)
 	if err != nil {
 		n.Close()
@@ -79,8 +91,13 @@ var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
 	}
 	m.SetRefusalSource(n.PolicyRefusals)
 	ln := &libNode{n: n, key: p.key, peerID: id.PeerID, networkID: p.cfg.NetworkID, log: p.log, metrics: m,
-		stop: make(chan struct{})}
+		counters: counters, stop: make(chan struct{})}
 	p.log.Info("node started", "peer_id", id.PeerID, "network_id", p.cfg.NetworkIDName, "addrs", ln.Addrs())
+	if h := n.Host(); h != nil {
+		for _, a := range unusedListenAddrs(p.cfg.Listen, h.Libp2p().Network().ListenAddresses()) {
+			p.log.Warn("listen address is not in use (the node could not listen on it)", "addr", a.String())
+		}
+	}
 	ln.wg.Add(1)
 	go ln.pollStoreSize()
 	return ln, nil
@@ -141,6 +158,7 @@ type libNode struct {
 	networkID operation.NetworkID
 	log       *slog.Logger
 	metrics   *metrics.Metrics
+	counters  *topicCounters
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -231,22 +249,8 @@ func (l *libNode) Close() error {
 	return err
 }
 
-func (l *libNode) TopicStatus(ctx context.Context, topic operation.Topic) (admin.TopicStatus, error) {
-	st := admin.TopicStatus{Topic: topic.String(), Logs: []admin.LogStatus{}}
-	// TopicStats scans every topic; it serves the admin API, not a hot path.
-	stats, err := l.n.Store().TopicStats(ctx)
-	if err != nil {
-		return st, err
-	}
-	for _, ts := range stats {
-		if ts.Topic != topic {
-			continue
-		}
-		st.Operations, st.Authors = ts.Ops, ts.Authors
-		for _, lg := range ts.Logs {
-			st.Logs = append(st.Logs, admin.LogStatus{Author: lg.Author.String(), Height: lg.Height})
-		}
-	}
+func (l *libNode) TopicStatus(_ context.Context, topic operation.Topic) (admin.TopicStatus, error) {
+	st := l.counters.status(topic)
 	if rep, ok := l.n.TopicPolicy(topic); ok {
 		st.Policy = policyStatus(rep)
 	}
@@ -377,15 +381,52 @@ func (s *libStream) convert() {
 }
 
 func peerOf(pk operation.PublicKey) string {
-	pub, err := crypto.UnmarshalEd25519PublicKey(pk[:])
-	if err != nil {
-		return pk.String()
-	}
-	id, err := peer.IDFromPublicKey(pub)
+	id, err := p2p.PeerIDFromPublicKey(pk)
 	if err != nil {
 		return pk.String()
 	}
 	return id.String()
+}
+
+// unusedListenAddrs returns the configured listen addresses that none of the host's actual
+// listen addresses serves (libp2p drops an address it cannot listen on as long as another
+// one works). An unspecified IP (0.0.0.0, ::) and port 0 match any value.
+func unusedListenAddrs(configured, actual []ma.Multiaddr) []ma.Multiaddr {
+	var unused []ma.Multiaddr
+	for _, c := range configured {
+		if !slices.ContainsFunc(actual, func(a ma.Multiaddr) bool { return listenMatches(c, a) }) {
+			unused = append(unused, c)
+		}
+	}
+	return unused
+}
+
+func listenMatches(configured, actual ma.Multiaddr) bool {
+	if len(configured) != len(actual) {
+		return false
+	}
+	for i := range configured {
+		c, a := configured[i], actual[i]
+		if c.Code() != a.Code() {
+			return false
+		}
+		if c.Value() == a.Value() {
+			continue
+		}
+		switch c.Code() {
+		case ma.P_IP4, ma.P_IP6:
+			if ip := net.ParseIP(c.Value()); ip == nil || !ip.IsUnspecified() {
+				return false
+			}
+		case ma.P_TCP, ma.P_UDP:
+			if c.Value() != "0" {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func sourceOf(src node.Source) (name, peerID string) {

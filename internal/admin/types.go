@@ -36,7 +36,7 @@ type Status struct {
 type TopicStatus struct {
 	Topic      string      `json:"topic"` // hex
 	Operations int64       `json:"operations"`
-	Authors    int         `json:"authors"`
+	Authors    int64       `json:"authors"`
 	Logs       []LogStatus `json:"logs"`
 	// Policy is the topic's write policy with its usage; absent when the topic has none.
 	Policy *TopicPolicy `json:"policy,omitempty"`

@@ -203,5 +203,5 @@ func explainOpenErr(path string, err error) error {
 	}
 	f.Close()
 	os.Remove(f.Name())
-	return err
+	return fmt.Errorf("open store %s: %w", path, err)
 }
