@@ -309,8 +309,8 @@ mode: iptables
 clusterCIDR: $POD_CIDR
 hostnameOverride: $NODE_NAME
 bindAddress: $BRIDGE_IP
-healthzBindAddress: 127.0.0.1:0
-metricsBindAddress: 127.0.0.1:0
+healthzBindAddress: 127.0.0.1:19256
+metricsBindAddress: 127.0.0.1:19249
 nodePortAddresses: ["$BRIDGE_IP/32"]
 conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOF
@@ -389,6 +389,9 @@ up() {
 	start_control_plane
 	start_node
 	make_pvs
+	# Every component must still run (one that exits after a bad flag would go unnoticed).
+	status || die "a component exited during start-up (logs in $logs)"
+	wait_for "kube-proxy rules" 60 sh -c 'iptables-save -t nat | grep -q KUBE-SERVICES'
 	log "up in $((SECONDS - t0))s; export KUBECONFIG=$kubeconfig"
 	echo "$kubeconfig"
 }
