@@ -1,20 +1,28 @@
 # Packaging: container images, the Helm chart, and the tests that exercise them
 # (Docker, chart + server-side dry run, kind e2e). Included by the main Makefile.
 
-.PHONY: images image-node image-operator base-images test-docker chart-sync chart-test chart-lint \
+.PHONY: images image-tag image-node image-operator base-images test-docker chart-sync chart-test chart-lint \
 	helm test-e2e test-e2e-compile
 
-DOCKER        ?= docker
+# A docker CLI that can build the Dockerfile with BuildKit (see hack/docker-cli.sh): Debian's
+# docker.io 20.10 has BuildKit built in but no buildx; a newer CLI needs the buildx plugin.
+ifeq ($(origin DOCKER),undefined)
+DOCKER        := $(shell hack/docker-cli.sh 2>/dev/null || echo docker)
+endif
 IMAGE_REPO    ?= ghcr.io/pandanet
-IMAGE_TAG     ?= dev
+# One tag story: images are tagged with the chart's appVersion, which is also the tag the chart
+# deploys by default and the tag in config/manager (kustomize). `make images IMAGE_TAG=x`
+# builds another tag; install it with --set image.tag=x,nodeImage.tag=x.
+IMAGE_TAG     ?= $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/panda-operator/Chart.yaml)
 NODE_IMAGE     ?= $(IMAGE_REPO)/panda-node:$(IMAGE_TAG)
 OPERATOR_IMAGE ?= $(IMAGE_REPO)/panda-operator:$(IMAGE_TAG)
-# Public defaults; `make images BUILDER_IMAGE=... RUNTIME_IMAGE=...` or `make base-images` for
-# machines that cannot pull (see test/docker/base-images.sh).
-BUILDER_IMAGE ?= golang:1.26-bookworm
-RUNTIME_IMAGE ?= gcr.io/distroless/static-debian12:nonroot
-DOCKER_BUILD  = DOCKER_BUILDKIT=1 $(DOCKER) build \
-	--build-arg BUILDER_IMAGE=$(BUILDER_IMAGE) --build-arg RUNTIME_IMAGE=$(RUNTIME_IMAGE) \
+# Base images: empty = the public golang/distroless images when they can be pulled, else the
+# local stand-ins of `make base-images` (hack/image-bases.sh). Set both to force a choice.
+BUILDER_IMAGE ?=
+RUNTIME_IMAGE ?=
+DOCKER_BUILD  = eval "$$(BUILDER_IMAGE=$(BUILDER_IMAGE) RUNTIME_IMAGE=$(RUNTIME_IMAGE) DOCKER=$(DOCKER) hack/image-bases.sh)" && \
+	DOCKER_BUILDKIT=1 $(DOCKER) build \
+	--build-arg BUILDER_IMAGE=$$BUILDER_IMAGE --build-arg RUNTIME_IMAGE=$$RUNTIME_IMAGE \
 	--build-arg VERSION=$(IMAGE_TAG)
 
 HELM_VERSION ?= v3.22.0
@@ -26,6 +34,9 @@ E2E_CLUSTER  ?= pandanet-e2e
 # suites themselves need Docker / kind.
 TEST_DEPS += test-e2e-compile
 
+image-tag: ## Print the tag `make images` builds (the chart's appVersion unless IMAGE_TAG is set)
+	@echo $(IMAGE_TAG)
+
 images: image-node image-operator ## Build both container images
 
 image-node: ## Build the panda-node image ($(NODE_IMAGE))
@@ -35,7 +46,7 @@ image-operator: ## Build the panda-operator image ($(OPERATOR_IMAGE))
 	$(DOCKER_BUILD) --target operator -t $(OPERATOR_IMAGE) .
 
 base-images: ## Local stand-ins for BUILDER_IMAGE/RUNTIME_IMAGE (debootstrap + host Go; no registry)
-	test/docker/base-images.sh
+	DOCKER=$(DOCKER) test/docker/base-images.sh
 
 test-docker: ## Build the node image and run three nodes on a private Docker network
 	DOCKER=$(DOCKER_TEST_CLI) $(GO) test -tags 'docker $(GOTAGS)' -count=1 -v -timeout 40m ./test/docker/...
@@ -63,12 +74,14 @@ test-e2e-compile: ## Type-check the build-tagged suites (e2e, docker) without ru
 	$(GO) vet -tags 'e2e $(GOTAGS)' ./test/e2e/...
 	$(GO) vet -tags 'docker $(GOTAGS)' ./test/docker/...
 
-# kind e2e: needs Docker and kind. Images get a fixed local tag that kind loads; the test
-# creates the cluster, installs the chart, runs the scenario and deletes the cluster
-# (E2E_KEEP=1 keeps it, E2E_REUSE_CLUSTER=1 uses an existing one).
-test-e2e: $(HELM) ## End-to-end on kind (Docker + kind required)
-	$(MAKE) images IMAGE_REPO=pandanet-e2e IMAGE_TAG=e2e
-	$(GO) build -tags '$(GOTAGS)' -o $(BIN)/panda-node ./cmd/node
-	E2E_NODE_IMAGE=pandanet-e2e/panda-node:e2e E2E_OPERATOR_IMAGE=pandanet-e2e/panda-operator:e2e \
-	PANDA_NODE_BIN=$(BIN)/panda-node HELM=$(HELM) KIND=$(KIND) E2E_CLUSTER=$(E2E_CLUSTER) \
-	  $(GO) test -tags 'e2e $(GOTAGS)' -count=1 -v -timeout 40m ./test/e2e/...
+# kind e2e: the same suite as `make test-cluster` (test/e2e), on a kind cluster that this
+# target creates (or reuses when it exists) and deletes afterwards (E2E_KEEP=1 keeps it).
+E2E_KEEP ?= 0
+test-e2e: envtest $(HELM) ## The e2e suite on kind (Docker + kind required)
+	@set -e; kc=$$(mktemp); \
+	$(KIND) get clusters 2>/dev/null | grep -qx '$(E2E_CLUSTER)' || $(KIND) create cluster --name $(E2E_CLUSTER) --wait 3m; \
+	$(KIND) get kubeconfig --name $(E2E_CLUSTER) >$$kc; rc=0; \
+	KUBECONFIG=$$kc E2E_LOAD="$(KIND) load docker-image --name $(E2E_CLUSTER)" E2E_KEEP=$(E2E_KEEP) \
+	  K8S_BIN=$(ENVTEST_DIR) HELM=$(HELM) IMAGE_REPO=$(IMAGE_REPO) IMAGE_TAG=$(IMAGE_TAG) GO=$(GO) GOTAGS='$(GOTAGS)' \
+	  hack/cluster/test-cluster.sh || rc=$$?; \
+	if [ "$(E2E_KEEP)" != 1 ]; then $(KIND) delete cluster --name $(E2E_CLUSTER); fi; rm -f $$kc; exit $$rc
