@@ -7,7 +7,6 @@ import (
 	"github.com/pandanet/pandanet/internal/admin"
 	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
-	"github.com/pandanet/pandanet/pkg/pipeline"
 )
 
 // topicCounters keeps, per topic, the number of stored operations and every log's height,
@@ -67,11 +66,11 @@ func (c *topicCounters) addLocked(e storedEntry) {
 }
 
 // observe follows a pipeline result (it runs on the pipeline's goroutines and is cheap).
-func (c *topicCounters) observe(r pipeline.Result) {
-	if r.Status != pipeline.Stored || r.Op == nil {
+func (c *topicCounters) observe(o node.Observation) {
+	if o.Outcome != node.OutcomeStored {
 		return
 	}
-	e := storedEntry{topic: r.Topic, author: r.Op.Author(), log: r.Op.LogID(), seq: r.Op.SeqNum(), pruned: r.Pruned}
+	e := storedEntry{topic: o.Topic, author: o.Author, log: o.Log, seq: o.SeqNum, pruned: o.Pruned}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.loaded {

@@ -9,17 +9,14 @@ import (
 
 	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
-	"github.com/pandanet/pandanet/pkg/pipeline"
 )
 
-// storedResult builds the pipeline result of a stored operation (only the fields the
-// counters read).
-func storedResult(t *testing.T, topic operation.Topic, key operation.PrivateKey, seq uint64, pruned int64) pipeline.Result {
+// storedResult builds the observation of a stored operation (only the fields the counters
+// read).
+func storedResult(t *testing.T, topic operation.Topic, key operation.PrivateKey, seq uint64, pruned int64) node.Observation {
 	t.Helper()
-	h := operation.Header{Version: 1, PublicKey: key.PublicKey(), SeqNum: seq,
-		Extensions: &operation.Extensions{LogID: operation.LogIDFromTopic(topic)}}
-	return pipeline.Result{Topic: topic, Status: pipeline.Stored, Pruned: pruned,
-		Op: &operation.Operation{Header: h}}
+	return node.Observation{Topic: topic, Outcome: node.OutcomeStored, Pruned: pruned,
+		Author: key.PublicKey(), Log: operation.LogIDFromTopic(topic), SeqNum: seq}
 }
 
 // TestTopicCountersOverlapWithStartupScan: operations stored while the start-up scan runs

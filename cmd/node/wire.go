@@ -8,7 +8,6 @@ import (
 	"net"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,7 +21,6 @@ import (
 	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/p2p"
-	"github.com/pandanet/pandanet/pkg/pipeline"
 	"github.com/pandanet/pandanet/pkg/policy"
 )
 
@@ -43,21 +41,18 @@ var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
 		return nil, err
 	}
 	netCfg := node.NetworkConfig{
-		Config: p2p.Config{
-			NetworkID:      p.cfg.NetworkID,
-			ListenAddrs:    p.cfg.Listen,
-			AnnounceAddrs:  p.cfg.Announce,
-			BootstrapPeers: boots,
-			Public:         p.cfg.Public,
-			RelayService:   p.cfg.RelayService,
-			MDNS:           p.cfg.MDNS,
-			// Edge nodes keep a slot on their bootstrap relays (also those added by a
-			// config reload), so peers that cannot dial them directly still can through
-			// the relay.
-			RelayReservations: !p.cfg.Public,
-		},
-		Logger:      p.log,
-		OnSyncEvent: func(ev logsync.Event) { observeSync(m, ev) },
+		NetworkID:      p.cfg.NetworkID,
+		ListenAddrs:    p.cfg.Listen,
+		AnnounceAddrs:  p.cfg.Announce,
+		BootstrapPeers: boots,
+		Public:         p.cfg.Public,
+		RelayService:   p.cfg.RelayService,
+		MDNS:           p.cfg.MDNS,
+		// Edge nodes keep a slot on their bootstrap relays (also those added by a config
+		// reload), so peers that cannot dial them directly still can through the relay.
+		RelayReservations: !p.cfg.Public,
+		Logger:            p.log,
+		OnSyncEvent:       func(ev logsync.Event) { observeSync(m, ev) },
 	}
 	if m != nil && m.Registry != nil {
 		netCfg.PrometheusRegisterer = m.Registry
@@ -68,9 +63,9 @@ var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
 		node.WithDatabase(p.cfg.DatabasePath()),
 		node.WithAckPolicy(ack),
 		node.WithEventBuffer(liveBuffer),
-		node.WithObserver(func(r pipeline.Result) {
-			counters.observe(r)
-			observe(m, r)
+		node.WithObserver(func(o node.Observation) {
+			counters.observe(o)
+			observe(m, o)
 		}),
 		node.WithNetwork(netCfg),
 	)
@@ -93,8 +88,8 @@ var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
 	ln := &libNode{n: n, key: p.key, peerID: id.PeerID, networkID: p.cfg.NetworkID, log: p.log, metrics: m,
 		counters: counters, stop: make(chan struct{})}
 	p.log.Info("node started", "peer_id", id.PeerID, "network_id", p.cfg.NetworkIDName, "addrs", ln.Addrs())
-	if h := n.Host(); h != nil {
-		for _, a := range unusedListenAddrs(p.cfg.Listen, h.Libp2p().Network().ListenAddresses()) {
+	if n.NetworkID() != (operation.NetworkID{}) {
+		for _, a := range unusedListenAddrs(p.cfg.Listen, n.ListenAddrs()) {
 			p.log.Warn("listen address is not in use (the node could not listen on it)", "addr", a.String())
 		}
 	}
@@ -128,26 +123,26 @@ func observeSync(m *metrics.Metrics, ev logsync.Event) {
 	}
 }
 
-// observe feeds pipeline results into the metrics.
-func observe(m *metrics.Metrics, r pipeline.Result) {
-	switch r.Status {
-	case pipeline.Stored:
+// observe feeds processing results into the metrics.
+func observe(m *metrics.Metrics, o node.Observation) {
+	switch o.Outcome {
+	case node.OutcomeStored:
 		src := metrics.SourceSync
-		switch r.Source.(type) {
+		switch o.Source.(type) {
 		case nil, node.LocalStore:
 			src = metrics.SourceLocal
 		case node.ExternalStream:
 			src = metrics.SourceImport
 		}
 		m.OperationIngested(src)
-	case pipeline.Failed:
+	case node.OutcomeFailed:
 		// Policy refusals are not invalid operations; they are counted by reason in
 		// panda_operations_refused_total (metrics.SetRefusalSource).
-		if !errors.Is(r.Err, policy.ErrRefused) {
-			m.OperationRejected(r.Err)
+		if !errors.Is(o.Err, policy.ErrRefused) {
+			m.OperationRejected(o.Err)
 		}
 	}
-	m.ObservePipeline(r.Latency)
+	m.ObservePipeline(o.Latency)
 }
 
 // libNode adapts *node.Node to daemonNode.
@@ -187,7 +182,7 @@ func (l *libNode) Peers() []admin.PeerStatus {
 		for _, a := range p.Addrs {
 			addrs = append(addrs, a.String())
 		}
-		out = append(out, admin.PeerStatus{PeerID: p.ID.String(), Addresses: addrs, Direction: strings.ToLower(p.Direction.String()), Relayed: p.Relayed})
+		out = append(out, admin.PeerStatus{PeerID: p.ID.String(), Addresses: addrs, Direction: p.Direction, Relayed: p.Relayed})
 	}
 	return out
 }
@@ -214,7 +209,7 @@ func (l *libNode) Ready(ctx context.Context) error {
 	if _, err := l.n.Store().Size(ctx); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	if h := l.n.Host(); h != nil && len(h.Libp2p().Network().ListenAddresses()) == 0 {
+	if l.n.NetworkID() != (operation.NetworkID{}) && len(l.n.ListenAddrs()) == 0 {
 		return errors.New("p2p host is not listening")
 	}
 	return nil

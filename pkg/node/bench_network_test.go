@@ -17,20 +17,19 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/pandanet/pandanet/pkg/operation"
-	"github.com/pandanet/pandanet/pkg/p2p"
-	"github.com/pandanet/pandanet/pkg/pipeline"
 	"github.com/pandanet/pandanet/pkg/store"
 )
 
 // loopbackNetwork is the network config of tests and benchmarks: loopback TCP, no mDNS,
 // quick walks, logs only with PANDA_TEST_LOG.
 func loopbackNetwork(opts ...netOpt) NetworkConfig {
-	cfg := NetworkConfig{Config: p2p.Config{
+	cfg := NetworkConfig{
 		NetworkID:       testNetwork,
 		ListenAddrs:     []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
 		WalkInterval:    100 * time.Millisecond,
 		MaxWalkInterval: time.Second,
-	}, Logger: testLogger()}
+		Logger:          testLogger(),
+	}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -196,8 +195,8 @@ func benchCatchUp(b *testing.B, ops int) {
 		var firstAt atomic.Int64
 		done := make(chan struct{})
 		var start time.Time
-		observe := WithObserver(func(r pipeline.Result) {
-			if r.Status != pipeline.Stored || r.Topic != topic {
+		observe := WithObserver(func(r Observation) {
+			if r.Outcome != OutcomeStored || r.Topic != topic {
 				return
 			}
 			switch stored.Add(1) {

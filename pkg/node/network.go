@@ -14,10 +14,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pandanet/pandanet/pkg/logsync"
 	"github.com/pandanet/pandanet/pkg/operation"
@@ -33,19 +36,66 @@ const SyncProtocol = "log-sync/1"
 // ErrOffline is returned by network methods of a node created without WithNetwork.
 var ErrOffline = errors.New("node has no network (create it with WithNetwork)")
 
-// SystemEvent is a node-level networking event: p2p.PeerConnected, p2p.PeerDisconnected,
-// p2p.DiscoverySessionStarted/Ended/Failed or p2p.TopicPeer.
-type SystemEvent = p2p.Event
-
-// NetworkConfig configures the node's networking. PrivateKey is taken from the node.
+// NetworkConfig configures the node's networking. The zero value of every optional field
+// is a sensible edge-node default; always-on nodes set Public and RelayService.
 type NetworkConfig struct {
-	p2p.Config
-	// Sync tunes log-sync sessions (timeouts, limits, backoff); zero values are defaults.
-	Sync logsync.Config
+	// NetworkID namespaces every protocol, gossip topic and the mDNS service (required).
+	NetworkID operation.NetworkID
+	// ListenAddrs defaults to TCP and QUIC on all interfaces, random ports.
+	ListenAddrs []ma.Multiaddr
+	// NoListen makes the node dial-only (reachable through a relay reservation).
+	NoListen bool
+	// AnnounceAddrs, when set, replace the advertised addresses (e.g. a Service address).
+	AnnounceAddrs []ma.Multiaddr
+	// BootstrapPeers are full multiaddrs ending in /p2p/<peer id>: dialled with backoff,
+	// kept connected, the discovery walk's entry points and, for non-public nodes, relays.
+	BootstrapPeers []ma.Multiaddr
+	// Public marks an always-on, directly reachable node.
+	Public bool
+	// RelayService relays connections for peers of this network.
+	RelayService bool
+	// RelayMaxReservations bounds concurrent relay reservations (default 1024).
+	RelayMaxReservations int
+	// RelayReservations keeps reservations on the bootstrap relays whatever NAT detection
+	// concludes.
+	RelayReservations bool
+	// MDNS enables LAN discovery.
+	MDNS bool
+	// DisableHolePunching turns direct connection upgrades through NATs off.
+	DisableHolePunching bool
+	// DisableRandomWalk stops this node from starting discovery sessions (it still
+	// answers them).
+	DisableRandomWalk bool
+	// Walkers, WalkInterval and MaxWalkInterval tune discovery (defaults 2, 1s, 30s).
+	Walkers                       int
+	WalkInterval, MaxWalkInterval time.Duration
+	// ConnLow and ConnHigh are the connection manager's water marks (default 100/150).
+	ConnLow, ConnHigh int
+	// PrometheusRegisterer receives libp2p's metrics; nil disables them.
+	PrometheusRegisterer prometheus.Registerer
 	// Logger receives networking logs (default: slog.Default()).
 	Logger *slog.Logger
-	// OnSyncEvent, if set, sees every sync event (for metrics); it must be fast.
+
+	// Sync tunes log-sync sessions (timeouts, limits, backoff); zero values are defaults.
+	// Advanced: ordinary use leaves it alone.
+	Sync logsync.Config
+	// OnSyncEvent, if set, sees every sync session event (for metrics and diagnostics); it
+	// must be fast. Advanced: subscriptions report SyncStarted and SyncEnded already.
 	OnSyncEvent func(logsync.Event)
+}
+
+func (c *NetworkConfig) p2pConfig(key operation.PrivateKey, log *slog.Logger, addrs p2p.AddressStore) p2p.Config {
+	return p2p.Config{
+		PrivateKey: key, NetworkID: c.NetworkID,
+		ListenAddrs: c.ListenAddrs, NoListen: c.NoListen, AnnounceAddrs: c.AnnounceAddrs,
+		BootstrapPeers: c.BootstrapPeers, Public: c.Public,
+		RelayService: c.RelayService, RelayMaxReservations: c.RelayMaxReservations, RelayReservations: c.RelayReservations,
+		MDNS: c.MDNS, DisableHolePunching: c.DisableHolePunching, AddressStore: addrs,
+		DisableRandomWalk: c.DisableRandomWalk, Walkers: c.Walkers,
+		WalkInterval: c.WalkInterval, MaxWalkInterval: c.MaxWalkInterval,
+		ConnLow: c.ConnLow, ConnHigh: c.ConnHigh,
+		Logger: log, PrometheusRegisterer: c.PrometheusRegisterer,
+	}
 }
 
 // WithNetwork connects the node to peers: a libp2p host with discovery, gossip and relay
@@ -78,17 +128,9 @@ func (n *Node) startNetwork(ctx context.Context, cfg *NetworkConfig) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	pc := cfg.Config
-	pc.PrivateKey = n.key
-	if pc.Logger == nil {
-		pc.Logger = log
-	}
-	if pc.AddressStore == nil {
-		// The address book lives next to the operations, so a restarted node finds the
-		// peers it knew without a bootstrap peer.
-		pc.AddressStore = n.store
-	}
-	host, err := p2p.New(ctx, pc)
+	// The address book lives next to the operations, so a restarted node finds the peers
+	// it knew without a bootstrap peer.
+	host, err := p2p.New(ctx, cfg.p2pConfig(n.key, log, n.store))
 	if err != nil {
 		return fmt.Errorf("start network: %w", err)
 	}
@@ -440,12 +482,13 @@ func classifyIngestErr(err error) error {
 	return err
 }
 
-// Host returns the node's libp2p host, or nil for an offline node.
-func (n *Node) Host() *p2p.Host {
+// ListenAddrs returns the addresses the node listens on (none for an offline or dial-only
+// node).
+func (n *Node) ListenAddrs() []ma.Multiaddr {
 	if n.net == nil {
 		return nil
 	}
-	return n.net.host
+	return n.net.host.Libp2p().Network().ListenAddresses()
 }
 
 // PeerID returns the libp2p peer id (derived from the node key).
@@ -471,12 +514,31 @@ func (n *Node) Addrs() []ma.Multiaddr {
 	return n.net.host.Addrs()
 }
 
-// Peers lists the connected peers of our network.
-func (n *Node) Peers() []p2p.PeerInfo {
+// PeerInfo describes a connected peer.
+type PeerInfo struct {
+	ID peer.ID
+	// Direction of the oldest open connection: "inbound", "outbound" or "unknown".
+	Direction string
+	// Relayed is true if every connection to the peer goes through a relay.
+	Relayed bool
+	// Limited is true if the relay limits the connection (it then carries no gossip).
+	Limited bool
+	// InNetwork is true once the peer showed it speaks our network's protocols.
+	InNetwork bool
+	Addrs     []ma.Multiaddr
+}
+
+// Peers lists the connected peers.
+func (n *Node) Peers() []PeerInfo {
 	if n.net == nil {
 		return nil
 	}
-	return n.net.host.Peers()
+	var out []PeerInfo
+	for _, p := range n.net.host.Peers() {
+		out = append(out, PeerInfo{ID: p.ID, Direction: strings.ToLower(p.Direction.String()), Relayed: p.Relayed,
+			Limited: p.Limited, InNetwork: p.InNetwork, Addrs: p.Addrs})
+	}
+	return out
 }
 
 // InsertBootstrap adds a bootstrap peer (a multiaddr ending in /p2p/<peer id>) at runtime;
@@ -509,20 +571,80 @@ func (n *Node) SetAnnounceAddrs(addrs []ma.Multiaddr) error {
 	return nil
 }
 
-// Events returns node-level networking events emitted after the call, until ctx ends or
-// the node closes. A consumer that does not keep up loses events (they are logged).
+// Events returns node-level networking events emitted after the call (PeerConnected,
+// PeerDisconnected, DiscoveryStarted, DiscoveryEnded, DiscoveryFailed, TopicPeer), until
+// ctx ends or the node closes. A consumer that does not keep up loses events (they are
+// logged).
 func (n *Node) Events(ctx context.Context) (<-chan SystemEvent, error) {
 	if n.net == nil {
 		return nil, ErrOffline
 	}
-	return n.net.host.Events(ctx), nil
+	in := n.net.host.Events(ctx)
+	out := make(chan SystemEvent, cap(in))
+	go func() {
+		defer close(out)
+		for ev := range in {
+			if se := systemEventOf(ev); se != nil {
+				select {
+				case out <- se:
+				case <-ctx.Done():
+				}
+			}
+		}
+	}()
+	return out, nil
 }
 
-// EphemeralStream opens a gossip stream on topic: messages are signed and timestamped but
+// EphemeralStream is a gossip stream on a topic: messages are signed and timestamped but
 // never persisted, and only peers online now receive them.
-func (n *Node) EphemeralStream(ctx context.Context, topic operation.Topic) (*p2p.EphemeralTopic, error) {
+type EphemeralStream struct{ t *p2p.EphemeralTopic }
+
+// EphemeralMessage is a verified message of an ephemeral stream.
+type EphemeralMessage struct {
+	Topic  operation.Topic
+	Author operation.PublicKey
+	// Timestamp is the author's clock in microseconds since the UNIX epoch.
+	Timestamp uint64
+	Body      []byte
+}
+
+// ErrEphemeralClosed is returned by EphemeralStream.Next once the stream closed.
+var ErrEphemeralClosed = errors.New("ephemeral stream closed")
+
+// EphemeralStream opens an ephemeral stream on topic.
+func (n *Node) EphemeralStream(ctx context.Context, topic operation.Topic) (*EphemeralStream, error) {
 	if n.net == nil {
 		return nil, ErrOffline
 	}
-	return n.net.host.Ephemeral(ctx, topic)
+	t, err := n.net.host.Ephemeral(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("ephemeral stream %s: %w", topic, err)
+	}
+	return &EphemeralStream{t}, nil
 }
+
+// Topic returns the stream's topic.
+func (e *EphemeralStream) Topic() operation.Topic { return e.t.Topic() }
+
+// Publish signs body and gossips it to the topic's peers.
+func (e *EphemeralStream) Publish(ctx context.Context, body []byte) error {
+	return e.t.Publish(ctx, body)
+}
+
+// Next returns the next message from another node, blocking until there is one, ctx ends
+// or the stream closes (ErrEphemeralClosed). A reader that falls far behind loses messages:
+// ephemeral delivery is best effort.
+func (e *EphemeralStream) Next(ctx context.Context) (EphemeralMessage, error) {
+	select {
+	case m, ok := <-e.t.Messages():
+		if !ok {
+			return EphemeralMessage{}, ErrEphemeralClosed
+		}
+		return EphemeralMessage(m), nil
+	case <-ctx.Done():
+		return EphemeralMessage{}, ctx.Err()
+	}
+}
+
+// Close ends the stream.
+func (e *EphemeralStream) Close() error { return e.t.Close() }

@@ -58,8 +58,8 @@ type config struct {
 	ackPolicy   AckPolicy
 	maxPayload  uint64
 	eventBuffer int
-	storeOpts   []store.Option
 	pipe        pipeline.Config
+	observe     func(Observation)
 	network     *NetworkConfig
 	policies    map[operation.Topic]policy.Policy
 }
@@ -80,9 +80,9 @@ func WithPrivateKey(k operation.PrivateKey) Option {
 
 // WithDatabase stores everything in the SQLite file at path (default: in memory, lost on
 // Close).
-func WithDatabase(path string, opts ...store.Option) Option {
+func WithDatabase(path string) Option {
 	return func(c *config) error {
-		c.dbPath, c.storeOpts = path, opts
+		c.dbPath = path
 		return nil
 	}
 }
@@ -131,11 +131,54 @@ func WithBatching(maxOps int, delay time.Duration) Option {
 	}
 }
 
-// WithObserver receives every pipeline result (for metrics: status, operation.Reason of
-// failures, latency). It is called synchronously and must be fast.
-func WithObserver(fn func(pipeline.Result)) Option {
+// Outcome is what processing did with an operation.
+type Outcome uint8
+
+const (
+	// OutcomeStored: validated and stored (and its log pruned if it carried the prune flag).
+	OutcomeStored Outcome = iota + 1
+	// OutcomeDuplicate: stored already; nothing changed.
+	OutcomeDuplicate
+	// OutcomeFailed: rejected (Err wraps an operation.Err* sentinel) or not processable.
+	OutcomeFailed
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeStored:
+		return "stored"
+	case OutcomeDuplicate:
+		return "duplicate"
+	case OutcomeFailed:
+		return "failed"
+	}
+	return fmt.Sprintf("Outcome(%d)", uint8(o))
+}
+
+// Observation is the processing result of one operation, published or received.
+type Observation struct {
+	Topic   operation.Topic
+	Hash    operation.Hash
+	Outcome Outcome
+	// Author, Log and SeqNum place the operation (zero if it could not be decoded).
+	Author operation.PublicKey
+	Log    operation.LogID
+	SeqNum uint64
+	// Pruned counts the earlier entries of the log a stored prune deleted.
+	Pruned int64
+	// Source says where the operation came from (LocalStore for a publish).
+	Source Source
+	// Err says why processing failed; operation.Reason gives a metrics label.
+	Err error
+	// Latency is the time from submission to the final result.
+	Latency time.Duration
+}
+
+// WithObserver receives the result of every operation the node processes (for metrics). It
+// is called synchronously on the processing path and must be fast.
+func WithObserver(fn func(Observation)) Option {
 	return func(c *config) error {
-		c.pipe.Observe = fn
+		c.observe = fn
 		return nil
 	}
 }
@@ -178,7 +221,7 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 		}
 		cfg.key = k
 	}
-	st, err := store.Open(ctx, cfg.dbPath, cfg.storeOpts...)
+	st, err := store.Open(ctx, cfg.dbPath)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -197,13 +240,18 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 	pc.Policy = n.policy
 	// Stored operations are announced (to live sync sessions) when they commit, not when the
 	// app reads them: a subscriber that does not read must not stop replication.
-	userObserve := pc.Observe
+	userObserve := cfg.observe
 	pc.Observe = func(r pipeline.Result) {
 		if r.Status == pipeline.Stored {
 			n.notifyStored(r.Topic, r.Op, sourceOf(r))
 		}
 		if userObserve != nil {
-			userObserve(r)
+			o := Observation{Topic: r.Topic, Hash: r.Hash, Outcome: Outcome(r.Status), Pruned: r.Pruned,
+				Source: sourceOf(r), Err: r.Err, Latency: r.Latency}
+			if r.Op != nil {
+				o.Author, o.Log, o.SeqNum = r.Op.Author(), r.Op.LogID(), r.Op.SeqNum()
+			}
+			userObserve(o)
 		}
 	}
 	n.pipe, err = pipeline.New(pc)
@@ -229,9 +277,6 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 
 // ID returns the node's public key (its identity and the author of its operations).
 func (n *Node) ID() operation.PublicKey { return n.key.PublicKey() }
-
-// PipelineStats returns the processing counters.
-func (n *Node) PipelineStats() pipeline.Stats { return n.pipe.Stats() }
 
 // Close closes all subscriptions, lets the pipeline commit everything it accepted, and
 // closes the store.

@@ -212,7 +212,7 @@ func TestPolicyRetentionDropsOldestLogs(t *testing.T) {
 	if _, ok := heights[keys[1].PublicKey()]; ok {
 		t.Fatalf("author 1's log survived the size limit: %v", heights)
 	}
-	if st := n.PipelineStats(); st.RetiredLogs != 2 || st.PolicyErrors != 0 {
+	if st := n.pipe.Stats(); st.RetiredLogs != 2 || st.PolicyErrors != 0 {
 		t.Fatalf("pipeline stats %+v", st)
 	}
 }

@@ -367,6 +367,9 @@ func (s *Subscription) deliverOp(ctx context.Context, op *operation.Operation, s
 }
 
 func (s *Subscription) autoAck(ctx context.Context, op *operation.Operation) {
+	// The app has the event: a Close racing this must not drop its ack, or the event is
+	// delivered again after a restart. Only the pipeline shutting down stops the enqueue.
+	ctx = context.WithoutCancel(ctx)
 	err := s.n.pipe.Ack(ctx, []store.Ack{{Topic: s.topic, Author: op.Author(), Log: op.LogID(), Seq: op.SeqNum()}}, false)
 	if err != nil {
 		s.push(ctx, AckFailed{Hash: op.Hash, Err: err})

@@ -229,9 +229,9 @@ func forge(t *testing.T, op *operation.Operation) *operation.Operation {
 
 func abuseNode(t *testing.T, fails *failures, bootstrap ...ma.Multiaddr) *node.Node {
 	t.Helper()
-	cfg := node.NetworkConfig{Config: p2p.Config{NetworkID: abuseNetwork, ListenAddrs: loopback(),
+	cfg := node.NetworkConfig{NetworkID: abuseNetwork, ListenAddrs: loopback(),
 		BootstrapPeers: bootstrap, WalkInterval: 100 * time.Millisecond, MaxWalkInterval: time.Second,
-		Logger: slog.New(slog.DiscardHandler)}, Logger: slog.New(slog.DiscardHandler)}
+		Logger: slog.New(slog.DiscardHandler)}
 	if fails != nil {
 		cfg.OnSyncEvent = fails.add
 	}
