@@ -29,8 +29,10 @@ type growth struct {
 	Param   string   `json:"param"`   // the sub-benchmark parameter, e.g. "ops"
 	XLabel  string   `json:"xLabel"`  // axis label for Param
 	Metrics []string `json:"metrics"` // reported metrics to plot, one chart each
-	// LargeEnv names the environment variable through which -large passes extra sizes.
+	// LargeEnv names the environment variable through which -large passes the row's
+	// long, opt-in sizes (Large, comma-separated) to the benchmark.
 	LargeEnv string `json:"-"`
+	Large    string `json:"-"`
 	// Chart is the PNG file name prefix in docs/.
 	Chart string `json:"chart"`
 
@@ -47,22 +49,25 @@ type growthPoint struct {
 var growthRows = []growth{
 	{Name: "fresh edge catch-up vs log size", Package: "./pkg/node", Bench: "^BenchmarkCatchUpGrowth$", Param: "ops",
 		XLabel: "operations in the topic (1 KiB each)", Metrics: []string{"s", "peak-rss-MiB"},
-		LargeEnv: "PANDANET_BENCH_LARGE", Chart: "growth-catchup"},
+		LargeEnv: "PANDANET_BENCH_LARGE", Large: "1000000", Chart: "growth-catchup"},
+	{Name: "one node's RSS vs followed topics (3 ops each)", Package: "./pkg/node", Bench: "^BenchmarkTopicMemoryGrowth$", Param: "topics",
+		XLabel: "topics followed", Metrics: []string{"rss-MiB", "goroutines/topic"},
+		LargeEnv: "PANDANET_BENCH_LARGE_TOPICS", Large: "100000", Chart: "growth-topics"},
 }
 
-// runGrowth runs one growth row; large is passed to the benchmark as its opt-in sizes.
-func runGrowth(tags, large string, g *growth) {
+// runGrowth runs one growth row, with its opt-in long sizes if large is set.
+func runGrowth(tags string, large bool, g *growth) {
 	g.Command = fmt.Sprintf("go test -tags '%s' -run '^$' -bench '%s' -benchtime 1x -count 1 %s", tags, g.Bench, g.Package)
-	if large != "" && g.LargeEnv != "" {
-		g.Command = g.LargeEnv + "=" + large + " " + g.Command
+	if large && g.LargeEnv != "" {
+		g.Command = g.LargeEnv + "=" + g.Large + " " + g.Command
 	}
 	fmt.Fprintf(os.Stderr, "running %s\n", g.Command)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Hour)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "test", "-tags", tags, "-run", "^$", "-bench", g.Bench, "-benchtime", "1x", "-count", "1", "-timeout", "3h", g.Package)
 	cmd.Env = os.Environ()
-	if large != "" && g.LargeEnv != "" {
-		cmd.Env = append(cmd.Env, g.LargeEnv+"="+large)
+	if large && g.LargeEnv != "" {
+		cmd.Env = append(cmd.Env, g.LargeEnv+"="+g.Large)
 	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

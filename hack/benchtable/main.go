@@ -74,7 +74,7 @@ func main() {
 	tags := flag.String("tags", "sqlite_omit_load_extension netgo osusergo", "build tags for go test")
 	only := flag.String("only", "", "run only rows whose name contains this")
 	runGrowthRows := flag.Bool("growth", true, "run the growth rows and plot them into -charts")
-	large := flag.String("large", "", "extra, long sizes for the growth rows, comma-separated (e.g. 1000000)")
+	large := flag.Bool("large", false, "add the growth rows' long sizes (1M-operation catch-up, 100k topics)")
 	charts := flag.String("charts", "docs", "directory for the growth charts (PNG)")
 	flag.Parse()
 

@@ -389,3 +389,117 @@ func waitForwarders(b *testing.B, n *Node, want int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// BenchmarkTopicMemoryGrowth: how the resident memory of one always-on node (networked,
+// file store) grows with the topics it follows, each holding a few operations: 1k and 10k
+// topics by default, plus the sizes in PANDANET_BENCH_LARGE_TOPICS (comma-separated, e.g.
+// "100000"; opt-in because it takes long). The store is filled (and acknowledged, so
+// nothing is replayed) before the node starts; the node then opens Stream on every topic
+// and the figure is taken once the network layer follows all of them. It reports the
+// process's resident set (`rss-MiB`: the whole test process, so it over-counts the node by
+// the test binary's own few MiB), its growth over the node's idle baseline
+// (`rss-growth-MiB`), and goroutines per topic.
+func BenchmarkTopicMemoryGrowth(b *testing.B) {
+	sizes := []int{1_000, 10_000}
+	if extra := os.Getenv("PANDANET_BENCH_LARGE_TOPICS"); extra != "" {
+		for _, f := range strings.Split(extra, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				b.Fatalf("PANDANET_BENCH_LARGE_TOPICS: %q is not a positive number", f)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("topics=%d", n), func(b *testing.B) { benchTopicMemory(b, n, 3) })
+	}
+}
+
+func benchTopicMemory(b *testing.B, topics, opsPerTopic int) {
+	ctx := context.Background()
+	var rss, growth, goroutines float64
+	for i := range b.N {
+		b.StopTimer()
+		path := filepath.Join(b.TempDir(), fmt.Sprintf("topics-%d.sqlite", i))
+		names := fillTopics(b, path, topics, opsPerTopic)
+		n, err := New(ctx, WithDatabase(path), WithNetwork(loopbackNetwork()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond) // let the host settle (listeners, walkers)
+		rss0 := residentBytes(b)
+		g0 := runtime.NumGoroutine()
+		b.StartTimer()
+		subs := make([]*Subscription, 0, topics)
+		for _, topic := range names {
+			_, sub, err := n.Stream(ctx, topic)
+			if err != nil {
+				b.Fatal(err)
+			}
+			subs = append(subs, sub)
+		}
+		waitForwarders(b, n, topics)
+		b.StopTimer()
+		rss1 := residentBytes(b)
+		rss += float64(rss1) / (1 << 20)
+		growth += float64(rss1-rss0) / (1 << 20)
+		goroutines += float64(runtime.NumGoroutine()-g0) / float64(topics)
+		runtime.KeepAlive(subs)
+		if err := n.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(rss/float64(b.N), "rss-MiB")
+	b.ReportMetric(growth/float64(b.N), "rss-growth-MiB")
+	b.ReportMetric(goroutines/float64(b.N), "goroutines/topic")
+}
+
+// fillTopics writes opsPerTopic small operations of one author into each of topics topics
+// and acknowledges them, so a node streaming the topics replays nothing.
+func fillTopics(b *testing.B, path string, topics, opsPerTopic int) []operation.Topic {
+	b.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	key, err := operation.GenerateKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	names := make([]operation.Topic, topics)
+	var inserts []store.Insert
+	var acks []store.Ack
+	flush := func() {
+		if _, err := st.Write(ctx, inserts, acks); err != nil {
+			b.Fatal(err)
+		}
+		inserts, acks = inserts[:0], acks[:0]
+	}
+	for t := range names {
+		topic := operation.Topic(operation.HashOf(fmt.Appendf(nil, "growth topic %d", t)))
+		names[t] = topic
+		logID := operation.LogIDFromTopic(topic)
+		var prev *operation.Operation
+		for i := range opsPerTopic {
+			d := operation.Draft{LogID: logID, Body: fmt.Appendf(nil, "topic %d op %d", t, i)}
+			if prev != nil {
+				d.SeqNum, d.Backlink = prev.SeqNum()+1, prev.Hash
+			}
+			op, err := operation.Sign(key, d)
+			if err != nil {
+				b.Fatal(err)
+			}
+			inserts = append(inserts, store.Insert{Topic: topic, Op: op})
+			prev = op
+		}
+		acks = append(acks, store.Ack{Topic: topic, Author: key.PublicKey(), Log: logID, Seq: prev.SeqNum()})
+		if len(inserts) >= 2000 {
+			flush()
+		}
+	}
+	flush()
+	return names
+}
