@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pandanet/pandanet/internal/testutil"
+	"github.com/pandanet/pandanet/pkg/logsync"
 	"github.com/pandanet/pandanet/pkg/pipeline"
 )
 
@@ -91,5 +92,14 @@ func TestSystemEventsAndEphemeralStream(t *testing.T) {
 	eb.Close()
 	if _, err := eb.Next(ctx); err != ErrEphemeralClosed {
 		t.Fatalf("next after close: %v", err)
+	}
+}
+
+// A sync source's phase converts from logsync's by value; both number catch-up 0.
+func TestSyncPhaseMatchesLogsync(t *testing.T) {
+	for phase, want := range map[logsync.Phase]SyncPhase{logsync.PhaseSync: PhaseSync, logsync.PhaseLive: PhaseLive} {
+		if SyncPhase(phase) != want || phase.String() != want.String() {
+			t.Errorf("logsync phase %v (%d) converts to %v (%d)", phase, phase, SyncPhase(phase), want)
+		}
 	}
 }

@@ -117,10 +117,18 @@ type LocalStore struct{}
 // SyncPhase distinguishes a sync session's catch-up from its live phase.
 type SyncPhase uint8
 
+// The values are logsync.Phase's, so a phase converts by value.
 const (
-	PhaseSync SyncPhase = iota + 1
-	PhaseLive
+	PhaseSync SyncPhase = iota // catch-up: the logs each side was missing at the start
+	PhaseLive                  // live: operations forwarded as they are stored
 )
+
+func (p SyncPhase) String() string {
+	if p == PhaseLive {
+		return "live"
+	}
+	return "sync"
+}
 
 // SyncSession: received from a peer in a log-sync session.
 type SyncSession struct {

@@ -383,11 +383,8 @@ func (s *syncSink) Receive(ctx context.Context, topic operation.Topic, header, b
 	if err := s.n.refusePeerOperation(topic, header, body); err != nil {
 		return err
 	}
-	phase := PhaseSync
-	if src.Phase == logsync.PhaseLive {
-		phase = PhaseLive
-	}
-	t, err := s.n.ingestRemoteAsync(ctx, topic, header, body, SyncSession{Peer: chk.author, SessionID: src.SessionID, Phase: phase, peerID: src.Peer})
+	t, err := s.n.ingestRemoteAsync(ctx, topic, header, body, SyncSession{Peer: chk.author, SessionID: src.SessionID,
+		Phase: SyncPhase(src.Phase), peerID: src.Peer})
 	if err != nil {
 		return classifyIngestErr(err)
 	}

@@ -40,6 +40,10 @@ type Extensions struct {
 	// Prune marks the operation as the new start of its log: all earlier entries of this
 	// (author, log) may be deleted everywhere.
 	Prune bool
+	// Unknown holds extension fields after prune_flag that a later version of the format
+	// added, each a canonical CBOR item kept verbatim: the extensions spec says decoders
+	// must not fail on them, and the header must re-encode to the bytes that were signed.
+	Unknown [][]byte
 }
 
 const (
@@ -78,7 +82,11 @@ func (h *Header) encode(withSignature bool) []byte {
 		fields = append(fields, h.Backlink[:])
 	}
 	if e := h.Extensions; e != nil {
-		fields = append(fields, []any{uint64(extensionsVersion), uint64(extensionsBasic), e.LogID[:], e.Timestamp, e.Prune})
+		ext := []any{uint64(extensionsVersion), uint64(extensionsBasic), e.LogID[:], e.Timestamp, e.Prune}
+		for _, raw := range e.Unknown {
+			ext = append(ext, cbor.RawMessage(raw))
+		}
+		fields = append(fields, ext)
 	}
 	out, err := encMode.Marshal(fields)
 	if err != nil {
@@ -240,10 +248,21 @@ func (d *fieldDecoder) extensions() *Extensions {
 			ed.fail("prune_flag: %v", err)
 		}
 	}
-	if ed.err == nil && ed.pos != len(parts) {
-		// p2panda drops excess fields on decode, but then the re-encoded header no longer
-		// matches its signature; rejecting here gives the clearer error.
-		ed.fail("extensions have %d elements, expected %d", len(parts), ed.pos)
+	// Fields a later format version appends are kept, not rejected (the extensions spec:
+	// decoders must not fail on them). They must be canonical like the rest of the header,
+	// so that the bytes received stay the bytes hashed and signed.
+	for ed.err == nil && ed.pos < len(parts) {
+		raw := ed.next("unknown extension field")
+		var v any
+		if err := decMode.Unmarshal(raw, &v); err != nil {
+			ed.fail("extension field %d: %v", ed.pos-1, err)
+			break
+		}
+		if canon, err := encMode.Marshal(v); err != nil || !bytes.Equal(canon, raw) {
+			ed.fail("extension field %d is not canonically encoded", ed.pos-1)
+			break
+		}
+		e.Unknown = append(e.Unknown, bytes.Clone(raw))
 	}
 	if ed.err != nil {
 		d.err = ed.err

@@ -74,8 +74,11 @@ func (l Limits) Decode(headerBytes, body []byte) (*Operation, error) {
 	if h.PayloadSize > l.MaxPayloadSize {
 		return nil, invalid(ErrTooLarge, "payload_size %d exceeds %d", h.PayloadSize, l.MaxPayloadSize)
 	}
-	if len(body) == 0 {
-		body = nil
+	if body != nil && len(body) == 0 {
+		// A present body must match the header's size and hash, as in p2panda-core: with
+		// payload_size 0 there is no hash to match, otherwise the size differs. No body at
+		// all is nil (the payload is absent, e.g. deleted off-chain).
+		return nil, invalid(ErrPayloadMismatch, "an empty body is present; a missing body must be absent (nil)")
 	}
 	op := &Operation{Hash: HashOf(headerBytes), Header: *h, HeaderBytes: bytes.Clone(headerBytes), Body: bytes.Clone(body)}
 	// DecodeHeader checked that headerBytes is the canonical encoding, so the signed bytes

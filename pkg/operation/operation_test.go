@@ -6,6 +6,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/fxamacker/cbor/v2"
 )
 
 func mustHex(t testing.TB, s string) []byte {
@@ -243,16 +245,16 @@ func TestStructuralRulesAtDecode(t *testing.T) {
 	pk := key.PublicKey()
 	sig := make([]byte, 64)
 	cases := map[string][]any{
-		"size without hash":  {uint64(1), pk[:], sig, uint64(5), uint64(0)},
-		"seq without link":   {uint64(1), pk[:], sig, uint64(0), uint64(3)},
-		"short key":          {uint64(1), pk[:5], sig, uint64(0), uint64(0)},
-		"negative seq":       {uint64(1), pk[:], sig, uint64(0), int64(-1)},
-		"text for key":       {uint64(1), string(pk[:]), sig, uint64(0), uint64(0)},
-		"bad ext version":    {uint64(1), pk[:], sig, uint64(0), uint64(0), []any{uint64(2), uint64(0), make([]byte, 32), uint64(1), false}},
-		"bad ext variant":    {uint64(1), pk[:], sig, uint64(0), uint64(0), []any{uint64(1), uint64(1), make([]byte, 32), uint64(1), false}},
-		"ext excess field":   {uint64(1), pk[:], sig, uint64(0), uint64(0), []any{uint64(1), uint64(0), make([]byte, 32), uint64(1), false, uint64(9)}},
-		"excess header elem": {uint64(1), pk[:], sig, uint64(0), uint64(0), []any{uint64(1), uint64(0), make([]byte, 32), uint64(1), false}, uint64(1)},
-		"seq beyond u32":     {uint64(1), pk[:], sig, uint64(0), uint64(1 << 33), make([]byte, 32)},
+		"size without hash":   {uint64(1), pk[:], sig, uint64(5), uint64(0)},
+		"seq without link":    {uint64(1), pk[:], sig, uint64(0), uint64(3)},
+		"short key":           {uint64(1), pk[:5], sig, uint64(0), uint64(0)},
+		"negative seq":        {uint64(1), pk[:], sig, uint64(0), int64(-1)},
+		"text for key":        {uint64(1), string(pk[:]), sig, uint64(0), uint64(0)},
+		"bad ext version":     {uint64(1), pk[:], sig, uint64(0), uint64(0), []any{uint64(2), uint64(0), make([]byte, 32), uint64(1), false}},
+		"bad ext variant":     {uint64(1), pk[:], sig, uint64(0), uint64(0), []any{uint64(1), uint64(1), make([]byte, 32), uint64(1), false}},
+		"ext field not canon": {uint64(1), pk[:], sig, uint64(0), uint64(0), []any{uint64(1), uint64(0), make([]byte, 32), uint64(1), false, cbor.RawMessage{0x18, 0x01}}},
+		"excess header elem":  {uint64(1), pk[:], sig, uint64(0), uint64(0), []any{uint64(1), uint64(0), make([]byte, 32), uint64(1), false}, uint64(1)},
+		"seq beyond u32":      {uint64(1), pk[:], sig, uint64(0), uint64(1 << 33), make([]byte, 32)},
 	}
 	for name, fields := range cases {
 		raw, err := encMode.Marshal(fields)
@@ -324,5 +326,54 @@ func TestKeyFile(t *testing.T) {
 	again, created, err := LoadOrCreateKeyFile(path)
 	if err != nil || created || again.PublicKey() != key.PublicKey() {
 		t.Fatalf("reload: %v %v", created, err)
+	}
+}
+
+// The extensions spec: decoders must not fail on fields a later version appends. They are
+// kept verbatim, so the header re-encodes to the signed bytes and the signature verifies.
+func TestUnknownExtensionFieldsAreKept(t *testing.T) {
+	key, _ := GenerateKey()
+	op, err := Sign(key, Draft{LogID: LogIDFromTopic(Topic(HashOf([]byte("t")))), Body: []byte("hi")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := op.Header
+	future, _ := encMode.Marshal([]any{"a later field", uint64(7)})
+	flag, _ := encMode.Marshal(true)
+	h.Extensions = &Extensions{LogID: h.Extensions.LogID, Timestamp: h.Extensions.Timestamp, Unknown: [][]byte{future, flag}}
+	h.Signature = key.Sign(h.SigningBytes())
+	enc := h.Encode()
+	got, err := Decode(enc, op.Body)
+	if err != nil {
+		t.Fatalf("decode with unknown extension fields: %v", err)
+	}
+	if u := got.Header.Extensions.Unknown; len(u) != 2 || !bytes.Equal(u[0], future) || !bytes.Equal(u[1], flag) {
+		t.Fatalf("unknown fields %x, want %x and %x", u, future, flag)
+	}
+	if !bytes.Equal(got.Header.Encode(), enc) || got.Hash != HashOf(enc) {
+		t.Fatal("the decoded header does not re-encode to the signed bytes")
+	}
+}
+
+// p2panda-core rejects a present body that does not match the header: an empty body with
+// payload_size 0 has no payload_hash to match. Only an absent (nil) body is allowed.
+func TestPresentEmptyBodyIsRejected(t *testing.T) {
+	key, _ := GenerateKey()
+	op, err := Sign(key, Draft{LogID: LogIDFromTopic(Topic(HashOf([]byte("t"))))}) // payload_size 0
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Decode(op.HeaderBytes, []byte{}); !errors.Is(err, ErrPayloadMismatch) {
+		t.Fatalf("payload_size 0 with a present empty body: want ErrPayloadMismatch, got %v", err)
+	}
+	if _, err := Decode(op.HeaderBytes, nil); err != nil {
+		t.Fatalf("payload_size 0 without a body: %v", err)
+	}
+	withBody, err := Sign(key, Draft{LogID: LogIDFromTopic(Topic(HashOf([]byte("t")))), Body: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Decode(withBody.HeaderBytes, []byte{}); !errors.Is(err, ErrPayloadMismatch) {
+		t.Fatalf("payload_size 1 with a present empty body: want ErrPayloadMismatch, got %v", err)
 	}
 }
