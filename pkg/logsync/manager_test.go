@@ -207,6 +207,9 @@ func TestManagerRetriesAfterRemoteRestarts(t *testing.T) {
 	b2.mustSubscribe(t, testTopic)
 	know(a, b2)
 	waitFor(t, func() bool { return b2.store.count() == 30 })
+	if !slices.Equal(a.store.hashes(), b2.store.hashes()) {
+		t.Fatal("b2 holds other operations than a")
+	}
 	if started := findEvent[SyncStarted](a.events.all()); len(started) < 2 {
 		t.Fatalf("a started %d sessions, want a retry after the restart", len(started))
 	}
@@ -257,7 +260,27 @@ func TestManagerCatchUpOnly(t *testing.T) {
 	a.m.Publish(testTopic, op.HeaderBytes, op.Body)
 	a.mustAddPeer(t, testTopic, b.h.ID())
 	waitFor(t, func() bool { return b.store.count() == 11 })
+	if !slices.Equal(a.store.hashes(), b.store.hashes()) {
+		t.Fatal("b holds other operations than a")
+	}
 	if f := findEvent[SessionFailed](a.events.all()); len(f) != 0 {
 		t.Fatalf("failures: %v", f[0].Err)
+	}
+	// Every session that started also ended, exactly once, on both sides.
+	for _, n := range []*testNode{a, b} {
+		waitFor(t, func() bool { return len(n.m.Peers(testTopic)) == 0 })
+		ended := map[uint64]int{}
+		for _, e := range findEvent[SessionEnded](n.events.all()) {
+			ended[e.SessionID]++
+		}
+		started := findEvent[SyncStarted](n.events.all())
+		if len(started) < 2 || len(ended) != len(started) {
+			t.Fatalf("%d sessions started, %d ended: %v", len(started), len(ended), ended)
+		}
+		for _, st := range started {
+			if ended[st.SessionID] != 1 {
+				t.Fatalf("session %d ended %d times", st.SessionID, ended[st.SessionID])
+			}
+		}
 	}
 }

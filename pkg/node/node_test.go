@@ -86,18 +86,58 @@ func next(t *testing.T, sub *Subscription) Event {
 	}
 }
 
-// noEvent asserts nothing is delivered while a marker publish on another topic goes through
-// the same writer (so anything queued before it had its chance).
+// noEvent asserts that sub has no event to deliver, without sleeping: it waits until the
+// replay finished and the writer committed everything queued, then sends a marker through
+// the topic's delivery path (an already stored operation again: a duplicate, in order
+// behind every earlier result of the topic and never delivered itself) and waits until it
+// was handled. Anything that was going to be delivered is in the channel by then.
 func noEvent(t *testing.T, n *Node, sub *Subscription) {
 	t.Helper()
-	if err := n.pipe.Flush(testCtx(t)); err != nil {
+	ctx := testCtx(t)
+	waitReplayed(t, sub)
+	if err := n.pipe.Flush(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if marker := latestOf(t, n, sub.Topic()); marker != nil {
+		tk, err := n.ingestRemoteAsync(ctx, sub.Topic(), marker.HeaderBytes, marker.Body, ExternalStream{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-tk.Delivered():
+		case <-ctx.Done():
+			t.Fatal("marker not delivered")
+		}
+		if r := tk.Result(); r.Status != pipeline.Duplicate {
+			t.Fatalf("marker %+v, want a duplicate", r)
+		}
 	}
 	select {
 	case ev := <-sub.Events():
 		t.Fatalf("unexpected event %#v", ev)
-	case <-time.After(50 * time.Millisecond):
+	default:
 	}
+}
+
+// latestOf returns a stored operation of topic (the newest of some log), or nil.
+func latestOf(t *testing.T, n *Node, topic operation.Topic) *operation.Operation {
+	t.Helper()
+	heights, err := n.store.LogHeights(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for author, logs := range heights {
+		for log := range logs {
+			op, err := n.store.Latest(testCtx(t), author, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if op != nil {
+				return op
+			}
+		}
+	}
+	return nil
 }
 
 // waitReplayed waits until sub's replay finished (an empty replay emits no event).
