@@ -58,6 +58,7 @@ var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
 		netCfg.PrometheusRegisterer = m.Registry
 	}
 	counters := newTopicCounters()
+	health := newStoreHealth(p.cfg.DataDir, m)
 	n, err := node.New(ctx,
 		node.WithPrivateKey(p.key),
 		node.WithDatabase(p.cfg.DatabasePath()),
@@ -86,7 +87,7 @@ var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
 	}
 	m.SetRefusalSource(n.PolicyRefusals)
 	ln := &libNode{n: n, key: p.key, peerID: id.PeerID, networkID: p.cfg.NetworkID, log: p.log, metrics: m,
-		counters: counters, stop: make(chan struct{})}
+		counters: counters, health: health, stop: make(chan struct{})}
 	p.log.Info("node started", "peer_id", id.PeerID, "network_id", p.cfg.NetworkIDName, "addrs", ln.Addrs())
 	if n.NetworkID() != (operation.NetworkID{}) {
 		for _, a := range unusedListenAddrs(p.cfg.Listen, n.ListenAddrs()) {
@@ -154,6 +155,7 @@ type libNode struct {
 	log       *slog.Logger
 	metrics   *metrics.Metrics
 	counters  *topicCounters
+	health    *storeHealth
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -204,10 +206,14 @@ func (l *libNode) Reconfigure(cfg *config.Config) error {
 	return nil
 }
 
-// Ready reports whether the node can serve: the store answers and the host listens.
+// Ready reports whether the node can serve: the store answers and can write, and the host
+// listens.
 func (l *libNode) Ready(ctx context.Context) error {
 	if _, err := l.n.Store().Size(ctx); err != nil {
 		return fmt.Errorf("store: %w", err)
+	}
+	if err := l.health.check(); err != nil {
+		return err
 	}
 	if l.n.NetworkID() != (operation.NetworkID{}) && len(l.n.ListenAddrs()) == 0 {
 		return errors.New("p2p host is not listening")
@@ -225,6 +231,7 @@ func (l *libNode) pollStoreSize() {
 			l.metrics.SetStoreSize(size)
 		}
 		l.metrics.SetPeers(len(l.Peers()))
+		_ = l.health.check() // keeps panda_store_writable current without readiness probes
 		cancel()
 		select {
 		case <-l.stop:

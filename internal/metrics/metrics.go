@@ -62,6 +62,7 @@ type Metrics struct {
 	PipelineLatency    prometheus.Histogram
 	StoreSizeBytes     prometheus.Gauge
 	StoreOperations    prometheus.Gauge
+	StoreWritable      prometheus.Gauge
 	Topics             prometheus.Gauge
 
 	refusals *refusals
@@ -122,6 +123,10 @@ func NewWith(reg *prometheus.Registry) *Metrics {
 			Namespace: Namespace, Name: "store_operations",
 			Help: "Operations held in the store.",
 		}),
+		StoreWritable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "store_writable",
+			Help: "1 while the store accepts writes, 0 after a write failed (disk full, I/O error) until one succeeds again.",
+		}),
 		Topics: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Name: "topics",
 			Help: "Topics this node subscribes to and syncs.",
@@ -130,7 +135,8 @@ func NewWith(reg *prometheus.Registry) *Metrics {
 	}
 	reg.MustRegister(m.OperationsIngested, m.OperationsRejected, m.SyncSessions, m.SyncBytesTotal,
 		m.ConnectedPeers, m.GossipMessages, m.RelayReservations, m.PipelineLatency,
-		m.StoreSizeBytes, m.StoreOperations, m.Topics, m.refusals)
+		m.StoreSizeBytes, m.StoreOperations, m.StoreWritable, m.Topics, m.refusals)
+	m.StoreWritable.Set(1)
 	// Pre-create the common label values so dashboards see zeros instead of missing series.
 	for _, s := range []Source{SourceLocal, SourceSync, SourceImport, SourceReplay} {
 		m.OperationsIngested.WithLabelValues(string(s))
@@ -217,6 +223,17 @@ func (m *Metrics) SetRelayReservations(n int) {
 func (m *Metrics) SetStoreSize(bytes int64) {
 	if m != nil {
 		m.StoreSizeBytes.Set(float64(bytes))
+	}
+}
+
+// SetStoreWritable records whether the store accepts writes.
+func (m *Metrics) SetStoreWritable(ok bool) {
+	if m != nil {
+		v := 0.0
+		if ok {
+			v = 1
+		}
+		m.StoreWritable.Set(v)
 	}
 }
 

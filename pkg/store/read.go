@@ -128,7 +128,7 @@ func (s *Store) LogHeights(ctx context.Context, topic operation.Topic) (Heights,
 // being held in memory 256 at a time.
 const (
 	rangeChunk      = 256
-	rangeChunkBytes = 4 << 20
+	rangeChunkBytes = 1 << 20
 )
 
 // LogRange calls fn for every stored entry of (author, log) with fromSeq <= seq <= toSeq,

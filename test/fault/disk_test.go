@@ -3,12 +3,16 @@ package fault
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pandanet/pandanet/internal/testutil"
 )
 
 func run(t *testing.T, name string, args ...string) {
@@ -125,8 +129,12 @@ func TestFullDisk(t *testing.T) {
 	run(t, "mount", "-t", "tmpfs", "-o", "size=2m", "pandanet-fault", mnt)
 	t.Cleanup(func() { run(t, "umount", mnt) })
 
-	d := newDaemon(t, "full", filepath.Join(mnt, "data"), "", "127.0.0.1")
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	d := newDaemon(t, "full", filepath.Join(mnt, "data"), "", "127.0.0.1", "--metrics-listen", metricsAddr)
 	d.start()
+	if code, body := getReadyz(t, metricsAddr); code != http.StatusOK {
+		t.Fatalf("/readyz before the disk filled up = %d %q", code, body)
+	}
 	body := strings.Repeat("x", 16<<10)
 	var acked []string
 	var pubErr error
@@ -150,6 +158,27 @@ func TestFullDisk(t *testing.T) {
 	if _, err := d.publish(ctx, "still full"); err == nil {
 		t.Log("a small publish still fit")
 	}
+	// Readiness and the gauge say that the node cannot store.
+	code, ready := getReadyz(t, metricsAddr)
+	if code != http.StatusServiceUnavailable || !strings.Contains(ready, "store cannot write") {
+		t.Fatalf("/readyz on a full disk = %d %q, want 503 store cannot write", code, ready)
+	}
+	if m := getMetrics(t, metricsAddr); !strings.Contains(m, "panda_store_writable 0") {
+		t.Fatal("panda_store_writable is not 0 on a full disk")
+	}
+	t.Logf("/readyz on a full disk: %d %s", code, strings.TrimSpace(ready))
+	// Space comes back while the node runs: it is ready again without a write.
+	run(t, "mount", "-o", "remount,size=8m", mnt)
+	testutil.Eventually(t, 30*time.Second, "ready after space was freed", func() (bool, error) {
+		code, _ := getReadyz(t, metricsAddr)
+		return code == http.StatusOK, nil
+	})
+	if _, err := d.publish(ctx, "after growing to 8 MiB"); err != nil {
+		t.Fatalf("publish after freeing space: %v", err)
+	}
+	if m := getMetrics(t, metricsAddr); !strings.Contains(m, "panda_store_writable 1") {
+		t.Fatal("panda_store_writable is not 1 after a successful write")
+	}
 	d.stop()
 	checkStore(t, d.dir, acked)
 
@@ -167,4 +196,26 @@ func TestFullDisk(t *testing.T) {
 	}
 	d.stop()
 	checkStore(t, d.dir, acked)
+}
+
+func getReadyz(t *testing.T, addr string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatalf("/readyz: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func getMetrics(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("/metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -18,6 +18,9 @@ import (
 	"go.uber.org/goleak"
 )
 
+// nodeBinEnv names a panda-node binary to test instead of building one.
+const nodeBinEnv = "PANDA_FAULT_NODE_BIN"
+
 // nodeBin is the panda-node binary built once by TestMain (empty when the build was skipped).
 var nodeBin string
 
@@ -36,7 +39,11 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		if !isShort() {
+		switch {
+		case os.Getenv(nodeBinEnv) != "":
+			// Run the suite against another build (an older release, to compare).
+			nodeBin = os.Getenv(nodeBinEnv)
+		case !isShort():
 			nodeBin, buildErr = buildNode(dir)
 		}
 		return m.Run()
