@@ -11,8 +11,8 @@ import (
 )
 
 // minFreeBytes is the free space the data dir needs for the store to take the largest
-// operation (1 MiB body) with its header, index and WAL pages.
-const minFreeBytes = operation.DefaultMaxPayloadSize + 1<<20
+// operation (1 MiB body) with its header and some index and WAL pages.
+const minFreeBytes = operation.DefaultMaxPayloadSize + 64<<10
 
 // storeHealth says whether the store can write. A node whose disk is full still answers
 // and serves reads, but every publish and every received operation fails; readiness and
