@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -22,6 +23,11 @@ type keeper struct {
 	mu    sync.Mutex
 	peers map[peer.ID]*keptPeer
 	kick  chan struct{}
+
+	// rounds counts finished looks at the kept peers and failedDials the dials that
+	// failed, so tests can wait for the keeper to have acted instead of sleeping.
+	rounds      atomic.Uint64
+	failedDials atomic.Uint64
 }
 
 type keptPeer struct {
@@ -139,6 +145,7 @@ func (k *keeper) dialDue() {
 				kp.backoff = 0
 				return
 			}
+			k.failedDials.Add(1)
 			kp.backoff = min(max(2*kp.backoff, k.minBackoff), k.maxBackoff)
 			kp.next = time.Now().Add(jitter(kp.backoff))
 			if k.p.ctx.Err() == nil {
@@ -147,4 +154,5 @@ func (k *keeper) dialDue() {
 		})
 	}
 	wg.Wait()
+	k.rounds.Add(1)
 }

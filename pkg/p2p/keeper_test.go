@@ -64,7 +64,8 @@ func TestBootstrapPeerRedialedUntilReachable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ev := edge.Events(ctx)
-	time.Sleep(1500 * time.Millisecond) // the first dials fail while the peer is down
+	// The first dials fail while the peer is down; wait for two of them.
+	eventually(t, "failed dials of the stopped bootstrap peer", func() bool { return edge.boots.failedDials.Load() >= 2 })
 	if edge.Libp2p().Network().Connectedness(first.ID()) == network.Connected {
 		t.Fatal("connected to a bootstrap peer that is not running")
 	}
@@ -103,8 +104,13 @@ func TestSetBootstrapPeers(t *testing.T) {
 	if err := edge.Libp2p().Network().ClosePeer(boot.ID()); err != nil {
 		t.Fatal(err)
 	}
-	// The keeper looks every second; three ticks without a redial show it forgot the peer.
-	time.Sleep(3 * time.Second)
+	if edge.boots.has(boot.ID()) {
+		t.Fatal("the removed bootstrap peer is still kept")
+	}
+	// Three looks at the kept peers after the connection went, none of them redialing.
+	from := edge.boots.rounds.Load()
+	edge.boots.wake()
+	eventually(t, "three keeper rounds", func() bool { return edge.boots.rounds.Load() >= from+3 })
 	if edge.Libp2p().Network().Connectedness(boot.ID()) == network.Connected {
 		t.Fatal("a removed bootstrap peer was dialed again")
 	}

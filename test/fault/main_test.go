@@ -62,10 +62,9 @@ var goleakOpts = []goleak.Option{
 	// Process-wide singletons of dependencies, started on first use and never stopped.
 	goleak.IgnoreAnyFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
 	goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
-	goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p/p2p/transport/quicreuse.(*reuse).gc"),
 	goleak.IgnoreAnyFunction("github.com/libp2p/go-flow-metrics.(*sweeper).run"),
-	goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p/p2p/net/connmgr.(*BasicConnMgr).background"),
-	goleak.IgnoreAnyFunction("database/sql.(*DB).connectionOpener"),
+	// Not ignored, because they stop when their owner closes: quicreuse.(*reuse).gc,
+	// connmgr.(*BasicConnMgr).background, sql.(*DB).connectionOpener.
 }
 
 // isShort reports -test.short before flag.Parse has run (TestMain builds before m.Run).

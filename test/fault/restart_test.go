@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pandanet/pandanet/internal/testutil"
 )
 
 // The always-on node (public, relay service, everyone's bootstrap peer) is killed and
@@ -45,7 +47,15 @@ func TestAlwaysOnRestart(t *testing.T) {
 	waitPositive(t, hub)
 	hub.kill()
 	killedAt := published.Load()
-	time.Sleep(2 * time.Second) // edges publish while the always-on node is down
+	// The edges keep publishing while the always-on node is down: the test is about those
+	// operations, so it waits until there are some rather than sleeping and hoping.
+	const minDuringOutage = 20
+	testutil.Eventually(t, 60*time.Second, "edges publishing while the always-on node is down", func() (bool, error) {
+		if failed.Load() > 0 {
+			return false, fmt.Errorf("%d publishes failed", failed.Load())
+		}
+		return published.Load()-killedAt >= minDuringOutage, nil
+	})
 	duringOutage := published.Load() - killedAt
 	hub.start()
 	time.Sleep(time.Second)
