@@ -14,6 +14,18 @@ type NodeTopicStatus struct {
 	Topic      string `json:"topic"`
 	Operations int64  `json:"operations"`
 	Authors    int64  `json:"authors"`
+	// Policy is present when the topic has a write policy on the node (docs/policy.md).
+	Policy *NodeTopicPolicy `json:"policy,omitempty"`
+}
+
+// NodeTopicPolicy is the part of a node's topic policy report the operator shows: stored
+// usage and refusals by reason.
+type NodeTopicPolicy struct {
+	Usage struct {
+		Ops   int64 `json:"ops"`
+		Bytes int64 `json:"bytes"`
+	} `json:"usage"`
+	Refused map[string]int64 `json:"refused"`
 }
 
 // NodeEndpoint addresses one node's admin API.

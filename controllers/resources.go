@@ -254,6 +254,9 @@ type TopicSet struct {
 	// Retained are topics kept subscribed because a Retain-policy TopicReplica asked for
 	// them at some point; remembered in the ConfigMap so they survive its deletion.
 	Retained []string
+	// Lines are the topics file's lines: Topics, in order, each followed by its write
+	// policy ("topic [writers=… author-ops=…]") when a live TopicReplica sets one.
+	Lines []string
 }
 
 // MergeTopics computes the topics file of a network. Live (not terminating) replicas
@@ -290,7 +293,80 @@ func MergeTopics(replicas []pandav1.TopicReplica, previousRetained []string) Top
 	for t := range retained {
 		want[t] = struct{}{}
 	}
-	return TopicSet{Topics: sortedKeys(want), Retained: sortedKeys(retained)}
+	set := TopicSet{Topics: sortedKeys(want), Retained: sortedKeys(retained)}
+	policies := topicPolicies(replicas)
+	for _, t := range set.Topics {
+		if p := policies[t]; p != "" {
+			t += " [" + p + "]"
+		}
+		set.Lines = append(set.Lines, t)
+	}
+	return set
+}
+
+// topicPolicies renders the write policy of every topic that a live TopicReplica gives one.
+// When several replicas list a topic with different policies, the oldest replica's
+// (creation time, then name) applies.
+func topicPolicies(replicas []pandav1.TopicReplica) map[string]string {
+	order := make([]*pandav1.TopicReplica, 0, len(replicas))
+	for i := range replicas {
+		if replicas[i].DeletionTimestamp.IsZero() {
+			order = append(order, &replicas[i])
+		}
+	}
+	sort.SliceStable(order, func(i, j int) bool {
+		ti, tj := order[i].CreationTimestamp, order[j].CreationTimestamp
+		if !ti.Equal(&tj) {
+			return ti.Before(&tj)
+		}
+		return order[i].Name < order[j].Name
+	})
+	out := map[string]string{}
+	for _, tr := range order {
+		p := RenderTopicPolicy(&tr.Spec)
+		if p == "" {
+			continue
+		}
+		for _, t := range tr.Spec.Topics {
+			if _, ok := out[t]; !ok {
+				out[t] = p
+			}
+		}
+	}
+	return out
+}
+
+// RenderTopicPolicy renders a TopicReplica's writers, quota and retention in the topics
+// file's policy syntax (docs/policy.md), "" when it sets none.
+func RenderTopicPolicy(spec *pandav1.TopicReplicaSpec) string {
+	var parts []string
+	if len(spec.Writers) > 0 {
+		parts = append(parts, "writers="+strings.Join(spec.Writers, ","))
+	}
+	limit := func(prefix string, l *pandav1.TopicLimit) {
+		if l == nil {
+			return
+		}
+		if l.Operations != nil {
+			parts = append(parts, fmt.Sprintf("%s-ops=%d", prefix, *l.Operations))
+		}
+		if l.Bytes != nil {
+			parts = append(parts, fmt.Sprintf("%s-bytes=%d", prefix, l.Bytes.Value()))
+		}
+	}
+	if q := spec.Quota; q != nil {
+		limit("author", q.PerAuthor)
+		limit("topic", q.PerTopic)
+	}
+	if r := spec.Retention; r != nil {
+		if r.MaxAge != nil {
+			parts = append(parts, "max-age="+r.MaxAge.Duration.String())
+		}
+		if r.MaxBytes != nil {
+			parts = append(parts, fmt.Sprintf("max-bytes=%d", r.MaxBytes.Value()))
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 func sortedKeys(m map[string]struct{}) []string {
@@ -331,7 +407,7 @@ func BuildTopicsConfigMap(pn *pandav1.PandaNetwork, set TopicSet) *corev1.Config
 	return &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: topicsConfigMapName(pn), Namespace: pn.Namespace, Labels: commonLabels(pn)},
 		Data: map[string]string{
-			TopicsKey:   RenderTopicsFile(set.Topics),
+			TopicsKey:   RenderTopicsFile(set.Lines),
 			RetainedKey: RenderTopicsFile(set.Retained),
 		},
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -17,10 +18,15 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	pandav1 "github.com/pandanet/pandanet/api/v1alpha1"
+	"github.com/pandanet/pandanet/internal/admin"
+	"github.com/pandanet/pandanet/internal/config"
+	"github.com/pandanet/pandanet/pkg/operation"
+	"github.com/pandanet/pandanet/pkg/policy"
 )
 
 func unitNetwork() *pandav1.PandaNetwork {
@@ -314,7 +320,7 @@ func TestTopicStatusesAndReadiness(t *testing.T) {
 		{pod: "net-1", topics: nil},
 	}
 	st := BuildTopicStatuses([]string{"chat", "news"}, reports)
-	if len(st) != 2 || st[0].ID != chat || len(st[0].Nodes) != 1 || st[0].Nodes[0] != (pandav1.TopicNodeStatus{Node: "net-0", Operations: 3}) || len(st[1].Nodes) != 0 {
+	if len(st) != 2 || st[0].ID != chat || len(st[0].Nodes) != 1 || st[0].Nodes[0].Node != "net-0" || st[0].Nodes[0].Operations != 3 || st[0].Nodes[0].Refused != nil || len(st[1].Nodes) != 0 {
 		t.Fatalf("statuses: %+v", st)
 	}
 	if c := TopicReadyCondition(2, []string{"chat", "news"}, 2, st, nil); c.Status != metav1.ConditionFalse || c.Reason != pandav1.ReasonProgressing {
@@ -356,5 +362,78 @@ func TestHTTPNodeStatusClient(t *testing.T) {
 	def := NewHTTPNodeStatusClient()
 	if u := def.baseURL(NodeEndpoint{Pod: "net-1", Network: "net", Namespace: "ns"}); u != "http://net-1.net-headless.ns.svc:7070" {
 		t.Fatalf("default base URL %s", u)
+	}
+}
+
+// A TopicReplica's writers, quota and retention become the policy of its topics' lines, in
+// the syntax the node parses; the oldest replica's policy wins for a shared topic.
+func TestMergeTopicsPolicies(t *testing.T) {
+	key := strings.Repeat("ab", 32)
+	older := tr("older", pandav1.ReclaimRetain, false, "guarded", "shared")
+	older.CreationTimestamp = metav1.NewTime(time.Unix(1000, 0))
+	older.Spec.Writers = []string{key}
+	older.Spec.Quota = &pandav1.TopicQuota{
+		PerAuthor: &pandav1.TopicLimit{Operations: ptr.To(int64(100)), Bytes: ptr.To(resource.MustParse("64Mi"))},
+		PerTopic:  &pandav1.TopicLimit{Bytes: ptr.To(resource.MustParse("1.5Gi"))},
+	}
+	older.Spec.Retention = &pandav1.TopicRetention{MaxAge: &metav1.Duration{Duration: 720 * time.Hour}, MaxBytes: ptr.To(resource.MustParse("10G"))}
+	newer := tr("newer", pandav1.ReclaimRetain, false, "shared", "open")
+	newer.CreationTimestamp = metav1.NewTime(time.Unix(2000, 0))
+	newer.Spec.Quota = &pandav1.TopicQuota{PerTopic: &pandav1.TopicLimit{Operations: ptr.To(int64(5))}}
+	plain := tr("plain", pandav1.ReclaimRetain, false, "plain")
+
+	set := MergeTopics([]pandav1.TopicReplica{newer, plain, older}, nil)
+	if !slices.Equal(set.Topics, []string{"guarded", "open", "plain", "shared"}) {
+		t.Fatalf("topics %v", set.Topics)
+	}
+	parsed, err := config.ParseTopics(strings.NewReader(RenderTopicsFile(set.Lines)))
+	if err != nil {
+		t.Fatalf("the node cannot parse the rendered file: %v\n%s", err, RenderTopicsFile(set.Lines))
+	}
+	byName := map[string]policy.Policy{}
+	for _, p := range parsed {
+		byName[p.Name] = p.Policy
+	}
+	w, _ := operation.ParsePublicKey(key)
+	want := policy.Policy{Writers: []operation.PublicKey{w},
+		PerAuthor: policy.Quota{MaxOps: 100, MaxBytes: 64 << 20}, PerTopic: policy.Quota{MaxBytes: 3 << 29},
+		Retention: policy.Retention{MaxAge: 720 * time.Hour, MaxBytes: 10e9}}
+	for _, name := range []string{"guarded", "shared"} {
+		got := byName[name]
+		if !slices.Equal(got.Writers, want.Writers) || got.PerAuthor != want.PerAuthor || got.PerTopic != want.PerTopic || got.Retention != want.Retention {
+			t.Errorf("%s: policy %+v, want the older replica's %+v", name, got, want)
+		}
+	}
+	if got := byName["open"]; got.PerTopic.MaxOps != 5 || len(got.Writers) != 0 {
+		t.Errorf("open: policy %+v", got)
+	}
+	if !byName["plain"].IsZero() {
+		t.Errorf("plain got a policy: %+v", byName["plain"])
+	}
+}
+
+// A node's policy report (the admin API's JSON) becomes the node's bytes and refusals in
+// the TopicReplica status, so the nodes that refused operations are visible.
+func TestTopicStatusesWithPolicy(t *testing.T) {
+	chat := canonicalID("chat")
+	fromNode := []admin.TopicStatus{{Topic: chat, Operations: 4, Authors: 2, Logs: []admin.LogStatus{},
+		Policy: &admin.TopicPolicy{Usage: admin.Usage{Ops: 4, Bytes: 900},
+			Refused: map[string]uint64{"not_writer": 2, "over_quota": 0, "retention": 0}}}}
+	data, err := json.Marshal(fromNode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parsed []NodeTopicStatus
+	if err := json.Unmarshal(data, &parsed); err != nil {
+		t.Fatal(err)
+	}
+	st := BuildTopicStatuses([]string{"chat"}, []nodeReport{{pod: "net-0", topics: parsed}, {pod: "net-1",
+		topics: []NodeTopicStatus{{Topic: chat, Operations: 4}}}})
+	n0, n1 := st[0].Nodes[0], st[0].Nodes[1]
+	if n0.Bytes != 900 || len(n0.Refused) != 1 || n0.Refused["not_writer"] != 2 {
+		t.Fatalf("node with refusals: %+v", n0)
+	}
+	if n1.Bytes != 0 || n1.Refused != nil {
+		t.Fatalf("node without a policy: %+v", n1)
 	}
 }

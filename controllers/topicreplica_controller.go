@@ -145,7 +145,7 @@ func (r *TopicReplicaReconciler) topicsFileCaughtUp(ctx context.Context, pn *pan
 		return false, err
 	}
 	want := MergeTopics(trs, ParseTopicsFile(cm.Data[RetainedKey]))
-	return slices.Equal(want.Topics, ParseTopicsFile(cm.Data[TopicsKey])), nil
+	return slices.Equal(want.Lines, ParseTopicsFile(cm.Data[TopicsKey])), nil
 }
 
 type nodeReport struct {
@@ -204,7 +204,19 @@ func BuildTopicStatuses(topics []string, reports []nodeReport) []pandav1.TopicSt
 		for _, rep := range reports {
 			for _, nt := range rep.topics {
 				if strings.EqualFold(nt.Topic, id) {
-					ts.Nodes = append(ts.Nodes, pandav1.TopicNodeStatus{Node: rep.pod, Operations: nt.Operations})
+					ns := pandav1.TopicNodeStatus{Node: rep.pod, Operations: nt.Operations}
+					if p := nt.Policy; p != nil {
+						ns.Bytes = p.Usage.Bytes
+						for reason, n := range p.Refused {
+							if n > 0 {
+								if ns.Refused == nil {
+									ns.Refused = map[string]int64{}
+								}
+								ns.Refused[reason] = n
+							}
+						}
+					}
+					ts.Nodes = append(ts.Nodes, ns)
 					break
 				}
 			}

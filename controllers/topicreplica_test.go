@@ -3,10 +3,11 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -60,7 +61,7 @@ func TestTopicReplicaStatus(t *testing.T) {
 			return fmt.Errorf("status = %+v", cur.Status)
 		}
 		want := []pandav1.TopicNodeStatus{{Node: "beta-0", Operations: 5}, {Node: "beta-1", Operations: 4}}
-		if cur.Status.Topics[0].ID != chat || !slices.Equal(cur.Status.Topics[0].Nodes, want) {
+		if cur.Status.Topics[0].ID != chat || !equality.Semantic.DeepEqual(cur.Status.Topics[0].Nodes, want) {
 			return fmt.Errorf("chat = %+v", cur.Status.Topics[0])
 		}
 		return nil
@@ -171,4 +172,36 @@ func TestReconcileLatency100TopicReplicas(t *testing.T) {
 	if err := k8sClient.DeleteAllOf(ctx, &pandav1.TopicReplica{}, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestTopicReplicaPolicyReachesTopicsFile: a TopicReplica's writers, quota and retention are
+// rendered into its topics' lines of the network's topics file (which the nodes reload), and
+// a policy change rewrites them.
+func TestTopicReplicaPolicyReachesTopicsFile(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	pn := validNetwork(ns, "guarded")
+	pn.Spec.Replicas = ptr.To(int32(0))
+	if err := k8sClient.Create(ctx, pn); err != nil {
+		t.Fatal(err)
+	}
+	key := strings.Repeat("c4", 32)
+	tr := withPolicy(validTopicReplica(ns, "announcements", "guarded", "announcements"), func(s *pandav1.TopicReplicaSpec) {
+		s.Writers = []string{key}
+		s.Quota = &pandav1.TopicQuota{PerAuthor: &pandav1.TopicLimit{Operations: ptr.To(int64(10))}}
+	})
+	if err := k8sClient.Create(ctx, tr); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8sClient.Create(ctx, validTopicReplica(ns, "general", "guarded", "general")); err != nil {
+		t.Fatal(err)
+	}
+	waitTopics(t, ns, "guarded", []string{"announcements [writers=" + key + " author-ops=10]", "general"})
+	eventually(t, "retention added", func() error {
+		cur := getTR(t, ns, "announcements")
+		cur.Spec.Retention = &pandav1.TopicRetention{MaxAge: &metav1.Duration{Duration: 48 * time.Hour}}
+		return k8sClient.Update(ctx, cur)
+	})
+	waitTopics(t, ns, "guarded", []string{"announcements [writers=" + key + " author-ops=10 max-age=48h0m0s]", "general"})
 }

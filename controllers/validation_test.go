@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -26,6 +27,11 @@ func validTopicReplica(ns, name, network string, topics ...string) *pandav1.Topi
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec:       pandav1.TopicReplicaSpec{NetworkRef: pandav1.NetworkReference{Name: network}, Topics: topics},
 	}
+}
+
+func withPolicy(tr *pandav1.TopicReplica, set func(*pandav1.TopicReplicaSpec)) *pandav1.TopicReplica {
+	set(&tr.Spec)
+	return tr
 }
 
 func expectInvalid(t *testing.T, err error, want string) {
@@ -94,6 +100,45 @@ func TestValidationRejectsBadSpecs(t *testing.T) {
 			tr.Spec.ReclaimPolicy = "Forget"
 			return tr
 		}(), "spec.reclaimPolicy"},
+		{"writer not 64 hex", withPolicy(validTopicReplica(ns, "t7", "net", "chat"), func(s *pandav1.TopicReplicaSpec) {
+			s.Writers = []string{strings.Repeat("ab", 32), "not-a-key"}
+		}), "writers must be public keys of 64 lowercase hex characters"},
+		{"writer in upper case", withPolicy(validTopicReplica(ns, "t8", "net", "chat"), func(s *pandav1.TopicReplicaSpec) {
+			s.Writers = []string{strings.Repeat("AB", 32)}
+		}), "writers must be public keys"},
+		{"zero operations", withPolicy(validTopicReplica(ns, "t9", "net", "chat"), func(s *pandav1.TopicReplicaSpec) {
+			s.Quota = &pandav1.TopicQuota{PerAuthor: &pandav1.TopicLimit{Operations: ptr.To(int64(0))}}
+		}), "spec.quota.perAuthor.operations"},
+		{"zero bytes", withPolicy(validTopicReplica(ns, "t10", "net", "chat"), func(s *pandav1.TopicReplicaSpec) {
+			s.Quota = &pandav1.TopicQuota{PerTopic: &pandav1.TopicLimit{Bytes: ptr.To(resource.MustParse("0"))}}
+		}), "bytes must be positive"},
+		{"negative bytes", withPolicy(validTopicReplica(ns, "t11", "net", "chat"), func(s *pandav1.TopicReplicaSpec) {
+			s.Quota = &pandav1.TopicQuota{PerTopic: &pandav1.TopicLimit{Bytes: ptr.To(resource.MustParse("-1Mi"))}}
+		}), "bytes must be positive"},
+		{"empty limit", withPolicy(validTopicReplica(ns, "t12", "net", "chat"), func(s *pandav1.TopicReplicaSpec) {
+			s.Quota = &pandav1.TopicQuota{PerAuthor: &pandav1.TopicLimit{}}
+		}), "set operations, bytes or both"},
+		{"empty quota", withPolicy(validTopicReplica(ns, "t13", "net", "chat"), func(s *pandav1.TopicReplicaSpec) {
+			s.Quota = &pandav1.TopicQuota{}
+		}), "set perAuthor, perTopic or both"},
+		{"negative max age", withPolicy(validTopicReplica(ns, "t14", "net", "chat"), func(s *pandav1.TopicReplicaSpec) {
+			s.Retention = &pandav1.TopicRetention{MaxAge: &metav1.Duration{Duration: -time.Hour}}
+		}), "maxAge must be positive"},
+		{"zero retention bytes", withPolicy(validTopicReplica(ns, "t15", "net", "chat"), func(s *pandav1.TopicReplicaSpec) {
+			s.Retention = &pandav1.TopicRetention{MaxBytes: ptr.To(resource.MustParse("0"))}
+		}), "maxBytes must be positive"},
+		{"empty retention", withPolicy(validTopicReplica(ns, "t16", "net", "chat"), func(s *pandav1.TopicReplicaSpec) {
+			s.Retention = &pandav1.TopicRetention{}
+		}), "set maxAge, maxBytes or both"},
+	}
+	// A complete valid policy is accepted.
+	good := withPolicy(validTopicReplica(ns, "policy-ok", "net", "chat"), func(s *pandav1.TopicReplicaSpec) {
+		s.Writers = []string{strings.Repeat("ab", 32)}
+		s.Quota = &pandav1.TopicQuota{PerAuthor: &pandav1.TopicLimit{Operations: ptr.To(int64(100)), Bytes: ptr.To(resource.MustParse("64Mi"))}}
+		s.Retention = &pandav1.TopicRetention{MaxAge: &metav1.Duration{Duration: 720 * time.Hour}, MaxBytes: ptr.To(resource.MustParse("1Gi"))}
+	})
+	if err := k8sClient.Create(ctx, good); err != nil {
+		t.Fatalf("valid policy rejected: %v", err)
 	}
 	for _, tc := range trCases {
 		t.Run(tc.name, func(t *testing.T) {

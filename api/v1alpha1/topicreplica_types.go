@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -51,6 +52,64 @@ type TopicReplicaSpec struct {
 	// +kubebuilder:default=Retain
 	// +optional
 	ReclaimPolicy ReclaimPolicy `json:"reclaimPolicy,omitempty"`
+
+	// Writers are the author public keys (64 lowercase hex characters) allowed to write to
+	// these topics on the network's nodes; empty lets anyone write. Operations of other
+	// authors are refused and never reach other peers through the nodes.
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^[0-9a-f]{64}$'))",message="writers must be public keys of 64 lowercase hex characters"
+	// +listType=set
+	// +optional
+	Writers []string `json:"writers,omitempty"`
+
+	// Quota bounds what the nodes store per author and per topic; beyond it they refuse.
+	// +optional
+	Quota *TopicQuota `json:"quota,omitempty"`
+
+	// Retention bounds what the nodes keep per topic: the least recently written logs are
+	// dropped whole once a topic is older or larger.
+	// +optional
+	Retention *TopicRetention `json:"retention,omitempty"`
+}
+
+// TopicLimit bounds stored operations and their bytes (header plus body). At least one is
+// set; both are positive.
+// +kubebuilder:validation:XValidation:rule="has(self.operations) || has(self.bytes)",message="set operations, bytes or both"
+// +kubebuilder:validation:XValidation:rule="!has(self.bytes) || quantity(self.bytes).isGreaterThan(quantity('0'))",message="bytes must be positive"
+type TopicLimit struct {
+	// Operations stored at most.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	Operations *int64 `json:"operations,omitempty"`
+	// Bytes stored at most, e.g. 64Mi.
+	// +optional
+	Bytes *resource.Quantity `json:"bytes,omitempty"`
+}
+
+// TopicQuota bounds what one author, and the topic as a whole, may store on each node.
+// +kubebuilder:validation:XValidation:rule="has(self.perAuthor) || has(self.perTopic)",message="set perAuthor, perTopic or both"
+type TopicQuota struct {
+	// PerAuthor applies to each author's operations in a topic.
+	// +optional
+	PerAuthor *TopicLimit `json:"perAuthor,omitempty"`
+	// PerTopic applies to all operations of a topic together.
+	// +optional
+	PerTopic *TopicLimit `json:"perTopic,omitempty"`
+}
+
+// TopicRetention bounds what each node keeps of a topic. At least one is set; both are
+// positive.
+// +kubebuilder:validation:XValidation:rule="has(self.maxAge) || has(self.maxBytes)",message="set maxAge, maxBytes or both"
+// +kubebuilder:validation:XValidation:rule="!has(self.maxAge) || duration(self.maxAge) > duration('0s')",message="maxAge must be positive"
+// +kubebuilder:validation:XValidation:rule="!has(self.maxBytes) || quantity(self.maxBytes).isGreaterThan(quantity('0'))",message="maxBytes must be positive"
+type TopicRetention struct {
+	// MaxAge drops a log once its newest operation is older, e.g. 720h.
+	// +optional
+	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+	// MaxBytes drops the least recently written logs while a topic stores more, e.g. 10Gi.
+	// +optional
+	MaxBytes *resource.Quantity `json:"maxBytes,omitempty"`
 }
 
 // TopicNodeStatus is one node's view of one topic.
@@ -59,6 +118,14 @@ type TopicNodeStatus struct {
 	Node string `json:"node"`
 	// Operations the node holds for the topic.
 	Operations int64 `json:"operations"`
+	// Bytes the node stores for the topic (header plus body), reported when the topic has
+	// a write policy.
+	// +optional
+	Bytes int64 `json:"bytes,omitempty"`
+	// Refused counts operations the node refused by the topic's policy since it started,
+	// by reason (not_writer, over_quota, retention); absent when it refused none.
+	// +optional
+	Refused map[string]int64 `json:"refused,omitempty"`
 }
 
 // TopicStatus lists the nodes that hold a topic.
