@@ -6,12 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pandanet/pandanet/internal/admin"
+	"github.com/pandanet/pandanet/internal/testutil"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
@@ -175,19 +176,15 @@ func TestCLIClientWithoutNode(t *testing.T) {
 
 // --- daemons ---
 
+// freeAddr is a loopback address with a port no other test of this process was given.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return "127.0.0.1:" + freePort(t)
 }
 
 func freePort(t *testing.T) string {
-	_, port, _ := net.SplitHostPort(freeAddr(t))
-	return port
+	t.Helper()
+	return strconv.Itoa(testutil.FreePort(t))
 }
 
 // daemon is a running `panda-node run`.
@@ -663,11 +660,5 @@ func TestDaemonConfigFileReload(t *testing.T) {
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testutil.Eventually(t, timeout, "waiting for "+what, func() (bool, error) { return cond(), nil })
 }

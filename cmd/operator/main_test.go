@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -15,17 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/pandanet/pandanet/controllers/testenv"
+	"github.com/pandanet/pandanet/internal/testutil"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // TestOperatorStarts runs the real main wiring against envtest: leader election takes
 // its Lease, /healthz and /readyz answer, metrics are served, and it stops cleanly.
@@ -52,7 +42,7 @@ func TestOperatorStarts(t *testing.T) {
 	t.Cleanup(func() { _ = env.Stop() })
 	t.Setenv("KUBECONFIG", testenv.AdminKubeconfig(t, env, "operator"))
 
-	probe, metrics := freePort(t), freePort(t)
+	probe, metrics := testutil.FreePort(t), testutil.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

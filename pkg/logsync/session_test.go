@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/pandanet/pandanet/internal/testutil"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
@@ -592,13 +593,9 @@ func waitFor(t *testing.T, cond func() bool) {
 // waitForOr polls cond until it holds or a generous failure guard expires, then calls fail.
 func waitForOr(t *testing.T, cond func() bool, fail func()) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			fail()
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := testutil.PollEvery(context.Background(), 20*time.Second, 5*time.Millisecond,
+		func() (bool, error) { return cond(), nil }); err != nil {
+		fail()
 	}
 }
 

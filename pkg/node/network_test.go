@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pandanet/pandanet/internal/testutil"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
@@ -88,11 +89,10 @@ func waitStoredAtLeast(t *testing.T, n *Node, topic operation.Topic, want int64)
 // generous guard timeout.
 func pollStored(t *testing.T, n *Node, topic operation.Topic, done func(int64) bool, want string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testutil.Eventually(t, 60*time.Second, fmt.Sprintf("node %s to hold %s operations", n.ID().Short(), want), func() (bool, error) {
 		stats, err := n.Store().TopicStats(context.Background())
 		if err != nil {
-			t.Fatal(err)
+			return false, err
 		}
 		var have int64
 		for _, s := range stats {
@@ -100,14 +100,8 @@ func pollStored(t *testing.T, n *Node, topic operation.Topic, done func(int64) b
 				have = s.Ops
 			}
 		}
-		if done(have) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s holds %d operations, want %s", n.ID().Short(), have, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return done(have), fmt.Errorf("holds %d", have)
+	})
 }
 
 // p2panda's eventually_consistent_stream: A publishes before B even exists; B still gets it.

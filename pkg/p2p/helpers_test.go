@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/goleak"
 
+	"github.com/pandanet/pandanet/internal/testutil"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
@@ -88,13 +89,8 @@ func connect(tb testing.TB, a, b *Host) {
 // eventually polls cond until it holds or the generous failure guard expires.
 func eventually(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.EventuallyEvery(tb, 30*time.Second, 20*time.Millisecond, "waiting for "+what,
+		func() (bool, error) { return cond(), nil })
 }
 
 func topicN(n byte) operation.Topic {

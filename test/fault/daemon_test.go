@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pandanet/pandanet/internal/admin"
+	"github.com/pandanet/pandanet/internal/testutil"
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/p2p"
 	"github.com/pandanet/pandanet/pkg/store"
@@ -94,7 +94,7 @@ func newDaemonWithKey(t *testing.T, name, dir, ns, ip string, key operation.Priv
 	d := &daemon{t: t, name: name, dir: dir, ns: ns, ip: ip, peerID: pid.String(), logf: logf,
 		extra: append([]string{"--topics-file", topics}, extra...)}
 	if ns == "" {
-		d.port, d.admin = freePort(t), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		d.port, d.admin = testutil.FreePort(t), fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	} else {
 		d.port, d.admin = 4001, "127.0.0.1:7070"
 	}
@@ -110,16 +110,6 @@ func newDaemonWithKey(t *testing.T, name, dir, ns, ip string, key operation.Priv
 		logf.Close()
 	})
 	return d
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // addr is the bootstrap multiaddr of d.

@@ -129,7 +129,7 @@ func TestFullDisk(t *testing.T) {
 	run(t, "mount", "-t", "tmpfs", "-o", "size=2m", "pandanet-fault", mnt)
 	t.Cleanup(func() { run(t, "umount", mnt) })
 
-	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	d := newDaemon(t, "full", filepath.Join(mnt, "data"), "", "127.0.0.1", "--metrics-listen", metricsAddr)
 	d.start()
 	if code, body := getReadyz(t, metricsAddr); code != http.StatusOK {
