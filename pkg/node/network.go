@@ -1,7 +1,7 @@
 package node
 
 // Networking: a pkg/p2p host (libp2p, discovery, gossip, relay) plus a pkg/logsync manager
-// (log sync sessions), wired to the node's pipeline through the seams in seams.go:
+// (log sync sessions), wired to the node's pipeline through the watches at the end of this file:
 //
 //	streamed topics ──► sync.Subscribe + discovery interest (host.AddTopic)
 //	discovery TopicPeer ──► sync.AddPeer(topic, peer)
@@ -645,3 +645,256 @@ func (e *EphemeralStream) Next(ctx context.Context) (EphemeralMessage, error) {
 
 // Close ends the stream.
 func (e *EphemeralStream) Close() error { return e.t.Close() }
+
+// --- watches: newly stored operations (live forwarding) and streamed topics (topicLoop) ---
+
+// errLagged closes a storedWatch whose consumer fell behind.
+var errLagged = errors.New("stored-operation watcher lagged behind and was dropped")
+
+// storedOp is a newly stored operation, as seen by watchStored.
+type storedOp struct {
+	Op     *operation.Operation
+	Source Source
+}
+
+// storedWatch receives a topic's newly stored operations. Notification never blocks the
+// pipeline: a watcher that has more than its limit pending is closed with errLagged, and its
+// owner (a live sync session) must catch up from the store (heights + LogRange) and watch
+// again. Nothing is dropped silently. The queue grows on demand, so an idle topic costs a
+// few hundred bytes rather than a pre-allocated buffer of the full limit.
+type storedWatch struct {
+	n     *Node
+	topic operation.Topic
+	limit int
+
+	mu     sync.Mutex
+	queue  []storedOp
+	err    error // set once the watch ended; Next returns it after the queue drained
+	ended  bool
+	signal chan struct{} // capacity 1: "queue or state changed"
+}
+
+// Next returns the next stored operation, blocking until there is one, ctx ends or the
+// watch ends (then it returns Err: errLagged, ErrClosed, or errWatchClosed after Close).
+func (w *storedWatch) Next(ctx context.Context) (storedOp, error) {
+	for {
+		w.mu.Lock()
+		if len(w.queue) > 0 && w.err == nil {
+			so := w.queue[0]
+			w.queue[0] = storedOp{}
+			w.queue = w.queue[1:]
+			if len(w.queue) == 0 {
+				w.queue = nil // let an idle watch give its backing array back
+			}
+			w.mu.Unlock()
+			return so, nil
+		}
+		if w.ended {
+			err := w.err
+			w.mu.Unlock()
+			return storedOp{}, err
+		}
+		w.mu.Unlock()
+		select {
+		case <-w.signal:
+		case <-ctx.Done():
+			return storedOp{}, ctx.Err()
+		}
+	}
+}
+
+// Err says why the watch ended: errLagged, ErrClosed, errWatchClosed after Close, or nil
+// while it runs.
+func (w *storedWatch) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.ended {
+		return nil
+	}
+	return w.err
+}
+
+// errWatchClosed ends a watch its owner closed.
+var errWatchClosed = errors.New("stored-operation watch closed")
+
+// Close stops the watch.
+func (w *storedWatch) Close() {
+	w.n.mu.Lock()
+	defer w.n.mu.Unlock()
+	w.closeLocked(errWatchClosed)
+}
+
+func (w *storedWatch) closeLocked(err error) {
+	if ws := w.n.stored[w.topic]; ws != nil {
+		delete(ws, w)
+		if len(ws) == 0 {
+			delete(w.n.stored, w.topic)
+		}
+	}
+	w.closeWith(err)
+}
+
+// closeWith ends the watch once; a lagged watch drops its queue (its owner re-syncs).
+func (w *storedWatch) closeWith(err error) {
+	w.mu.Lock()
+	if !w.ended {
+		w.ended, w.err = true, err
+		w.queue = nil
+	}
+	w.mu.Unlock()
+	w.wake()
+}
+
+func (w *storedWatch) wake() {
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+// push queues so; it reports false when the watch is over its limit.
+func (w *storedWatch) push(so storedOp) bool {
+	w.mu.Lock()
+	if w.ended {
+		w.mu.Unlock()
+		return true
+	}
+	if len(w.queue) >= w.limit {
+		w.mu.Unlock()
+		return false
+	}
+	w.queue = append(w.queue, so)
+	w.mu.Unlock()
+	w.wake()
+	return true
+}
+
+// watchStored starts watching topic; more than limit unread operations end the watch with
+// errLagged.
+func (n *Node) watchStored(topic operation.Topic, limit int) (*storedWatch, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, ErrClosed
+	}
+	w := &storedWatch{n: n, topic: topic, limit: limit, signal: make(chan struct{}, 1)}
+	if n.stored[topic] == nil {
+		n.stored[topic] = make(map[*storedWatch]struct{})
+	}
+	n.stored[topic][w] = struct{}{}
+	return w, nil
+}
+
+func (n *Node) notifyStored(topic operation.Topic, op *operation.Operation, src Source) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for w := range n.stored[topic] {
+		if !w.push(storedOp{Op: op, Source: src}) {
+			w.closeLocked(errLagged)
+		}
+	}
+}
+
+// emitTopicEvent hands a (sync) event to the topic's subscription, blocking while its
+// channel is full. It returns false if the topic has no open subscription.
+func (n *Node) emitTopicEvent(ctx context.Context, topic operation.Topic, ev Event) bool {
+	s := n.subscription(topic)
+	if s == nil {
+		return false
+	}
+	return s.send(ctx, ev)
+}
+
+// topicChange is a topic starting (Added) or stopping to be streamed.
+type topicChange struct {
+	Topic operation.Topic
+	Added bool
+}
+
+// topicWatch queues topic changes without bound (they are rare) so notifying never blocks.
+type topicWatch struct {
+	n      *Node
+	mu     sync.Mutex
+	queue  []topicChange
+	signal chan struct{}
+	err    error
+}
+
+// watchTopics returns a watch whose first changes are Added for every topic streamed now.
+func (n *Node) watchTopics() (*topicWatch, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, ErrClosed
+	}
+	w := &topicWatch{n: n, signal: make(chan struct{}, 1)}
+	for t := range n.streams {
+		w.queue = append(w.queue, topicChange{Topic: t, Added: true})
+	}
+	if len(w.queue) > 0 {
+		w.signal <- struct{}{}
+	}
+	n.topicWs[w] = struct{}{}
+	return w, nil
+}
+
+// Next returns the next change, blocking until there is one, ctx ends or the watch closes.
+func (w *topicWatch) Next(ctx context.Context) (topicChange, error) {
+	for {
+		w.mu.Lock()
+		if len(w.queue) > 0 {
+			c := w.queue[0]
+			w.queue = w.queue[1:]
+			w.mu.Unlock()
+			return c, nil
+		}
+		err := w.err
+		w.mu.Unlock()
+		if err != nil {
+			return topicChange{}, err
+		}
+		select {
+		case <-w.signal:
+		case <-ctx.Done():
+			return topicChange{}, ctx.Err()
+		}
+	}
+}
+
+// Close stops the watch.
+func (w *topicWatch) Close() {
+	w.n.mu.Lock()
+	delete(w.n.topicWs, w)
+	w.n.mu.Unlock()
+	w.closeWith(ErrClosed)
+}
+
+func (w *topicWatch) push(c topicChange) {
+	w.mu.Lock()
+	w.queue = append(w.queue, c)
+	w.mu.Unlock()
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (w *topicWatch) closeWith(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.mu.Unlock()
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (n *Node) notifyTopic(topic operation.Topic, added bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for w := range n.topicWs {
+		w.push(topicChange{Topic: topic, Added: added})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sort"
 	"testing"
 	"time"
 
@@ -706,4 +707,35 @@ func TestAutomaticAckWithUnbufferedEventsIsReceipt(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectReplay(t, sub, hashes[2:]) // the two events never received
+}
+
+// Test-only entry points.
+
+// ingestRemote validates and stores one raw operation and waits for the result. It blocks
+// while the topic is back-pressured. It returns nil for a stored or already known
+// operation and a typed error (errors.Is with operation.Err*, pipeline.ErrBufferFull, ...)
+// otherwise. An operation that arrives before its predecessor is held until the
+// predecessor is stored (or the out-of-order buffer drops it), so callers that send a log
+// out of order should use ingestRemoteAsync instead of waiting for each operation.
+func (n *Node) ingestRemote(ctx context.Context, topic operation.Topic, header, body []byte, src Source) error {
+	t, err := n.ingestRemoteAsync(ctx, topic, header, body, src)
+	if err != nil {
+		return err
+	}
+	if _, err := t.Wait(ctx); err != nil {
+		return fmt.Errorf("ingest %s: %w", t.Hash().Short(), err)
+	}
+	return nil
+}
+
+// streamedTopics returns the topics with an open subscription, sorted.
+func (n *Node) streamedTopics() []operation.Topic {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]operation.Topic, 0, len(n.streams))
+	for t := range n.streams {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return string(out[i][:]) < string(out[j][:]) })
+	return out
 }

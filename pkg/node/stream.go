@@ -456,3 +456,16 @@ func (n *Node) subscription(topic operation.Topic) *Subscription {
 	defer n.mu.Unlock()
 	return n.streams[topic]
 }
+
+// ingestRemoteAsync queues one raw operation (blocking only for backpressure) and returns
+// its ticket: Done when stored/failed, Delivered after the subscription got it.
+func (n *Node) ingestRemoteAsync(ctx context.Context, topic operation.Topic, header, body []byte, src Source) (*pipeline.Ticket, error) {
+	if src == nil {
+		return nil, errors.New("ingest: source is required")
+	}
+	t, err := n.pipe.Submit(ctx, pipeline.Input{Topic: topic, Header: header, Body: body, Source: src})
+	if errors.Is(err, pipeline.ErrClosed) {
+		return nil, ErrClosed
+	}
+	return t, err
+}
