@@ -24,7 +24,8 @@ func lockDataDir(dir string) (*dataDirLock, error) {
 	path := filepath.Join(dir, lockFileName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("lock data dir: %w", err)
+		// Usually a read-only mount or wrong ownership: the node could not store anything.
+		return nil, fmt.Errorf("data directory %s is not writable: %w", dir, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		holder := ""
