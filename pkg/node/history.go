@@ -125,7 +125,7 @@ func (v StoreView) Size(ctx context.Context) (int64, error) { return v.s.Size(ct
 // History yields the stored application messages of topic after the heights in after (nil:
 // all of them), log by log (sorted by author, then log id) in seq order. System-only
 // operations are skipped, and nothing is acknowledged: History reads, it is not a replay.
-// The store is read a few megabytes at a time, so a long log is never held in memory. An
+// The store is read about a megabyte at a time, so a long log is never held in memory. An
 // error ends the iteration with (zero ProcessedOperation, err).
 func (n *Node) History(ctx context.Context, topic operation.Topic, after Heights) iter.Seq2[ProcessedOperation, error] {
 	return func(yield func(ProcessedOperation, error) bool) {
