@@ -26,6 +26,11 @@ type NodeTopicPolicy struct {
 		Bytes int64 `json:"bytes"`
 	} `json:"usage"`
 	Refused map[string]int64 `json:"refused"`
+	Authors []struct {
+		Author string `json:"author"`
+		Ops    int64  `json:"ops"`
+		Bytes  int64  `json:"bytes"`
+	} `json:"authors"`
 }
 
 // NodeEndpoint addresses one node's admin API.

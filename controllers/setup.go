@@ -56,6 +56,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	}
 	if err := (&TopicReplicaReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Nodes: nodes, PollInterval: opts.PollInterval,
+		Recorder: mgr.GetEventRecorder("panda-operator"),
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setup topicreplica controller: %w", err)
 	}

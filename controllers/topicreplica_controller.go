@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -22,6 +24,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	pandav1 "github.com/pandanet/pandanet/api/v1alpha1"
 )
@@ -44,11 +47,14 @@ type TopicReplicaReconciler struct {
 	PollInterval time.Duration
 	// MaxConcurrentReconciles of this controller (default 4).
 	MaxConcurrentReconciles int
+	// Recorder records the QuotaNearlyFull event; nil records none.
+	Recorder recorder.EventRecorder
 }
 
 // +kubebuilder:rbac:groups=pandanet.io,resources=topicreplicas,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=pandanet.io,resources=topicreplicas/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=pandanet.io,resources=topicreplicas/finalizers,verbs=update
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 func (r *TopicReplicaReconciler) pollInterval() time.Duration {
 	if r.PollInterval <= 0 {
@@ -96,6 +102,12 @@ func (r *TopicReplicaReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		reports, errs := r.pollNodes(ctx, pn)
 		st.Topics = BuildTopicStatuses(tr.Spec.Topics, reports)
 		setConditions(&st.Conditions, TopicReadyCondition(tr.Generation, tr.Spec.Topics, desiredReplicas(pn), st.Topics, errs))
+		quota := QuotaCondition(tr, reports)
+		was := meta.IsStatusConditionTrue(tr.Status.Conditions, pandav1.ConditionQuotaNearlyFull)
+		if quota.Status == metav1.ConditionTrue && !was && r.Recorder != nil {
+			r.Recorder.Eventf(tr, nil, corev1.EventTypeWarning, pandav1.ConditionQuotaNearlyFull, "QuotaCheck", "%s", quota.Message)
+		}
+		setConditions(&st.Conditions, quota)
 	}
 	if !equality.Semantic.DeepEqual(st, tr.Status) {
 		base := tr.DeepCopy()
@@ -272,4 +284,57 @@ func (r *TopicReplicaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Named("topicreplica").
 		Complete(r)
+}
+
+// quotaWarnPercent is the share of a quota at which QuotaNearlyFull turns True.
+const quotaWarnPercent = 90
+
+// QuotaCondition is True while some node stores at least 90% of one of the replica's quotas
+// (per topic, or for some author) for one of its topics; the message names the first ones.
+func QuotaCondition(tr *pandav1.TopicReplica, reports []nodeReport) metav1.Condition {
+	c := metav1.Condition{Type: pandav1.ConditionQuotaNearlyFull, ObservedGeneration: tr.Generation,
+		Status: metav1.ConditionFalse, Reason: pandav1.ReasonQuotaOK, Message: "every node is below 90% of every quota"}
+	q := tr.Spec.Quota
+	if q == nil {
+		c.Message = "no quota"
+		return c
+	}
+	ids := map[string]string{}
+	for _, t := range tr.Spec.Topics {
+		ids[canonicalID(t)] = t
+	}
+	var full []string
+	check := func(pod, topic, who string, ops, bytes int64, l *pandav1.TopicLimit) {
+		if l == nil {
+			return
+		}
+		if l.Operations != nil && ops*100 >= *l.Operations*quotaWarnPercent {
+			full = append(full, fmt.Sprintf("%s: %s %s stores %d of %d operations", pod, topic, who, ops, *l.Operations))
+		}
+		if l.Bytes != nil && bytes*100 >= l.Bytes.Value()*quotaWarnPercent {
+			full = append(full, fmt.Sprintf("%s: %s %s stores %d of %d bytes", pod, topic, who, bytes, l.Bytes.Value()))
+		}
+	}
+	for _, rep := range reports {
+		for _, nt := range rep.topics {
+			name, ok := ids[strings.ToLower(nt.Topic)]
+			if !ok || nt.Policy == nil {
+				continue
+			}
+			check(rep.pod, name, "(topic)", nt.Policy.Usage.Ops, nt.Policy.Usage.Bytes, q.PerTopic)
+			for _, a := range nt.Policy.Authors {
+				check(rep.pod, name, "author "+a.Author, a.Ops, a.Bytes, q.PerAuthor)
+			}
+		}
+	}
+	if len(full) == 0 {
+		return c
+	}
+	sort.Strings(full)
+	c.Status, c.Reason = metav1.ConditionTrue, pandav1.ReasonQuotaNearlyFull
+	if len(full) > 5 {
+		full = append(full[:5], fmt.Sprintf("and %d more", len(full)-5))
+	}
+	c.Message = strings.Join(full, "; ")
+	return c
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -204,4 +205,77 @@ func TestTopicReplicaPolicyReachesTopicsFile(t *testing.T) {
 		return k8sClient.Update(ctx, cur)
 	})
 	waitTopics(t, ns, "guarded", []string{"announcements [writers=" + key + " author-ops=10 max-age=48h0m0s]", "general"})
+}
+
+// nodePolicy builds a node's policy report with one author's usage.
+func nodePolicy(author string, ops int64) *NodeTopicPolicy {
+	p := &NodeTopicPolicy{Refused: map[string]int64{"over_quota": 1}}
+	p.Usage.Ops = ops
+	p.Authors = append(p.Authors, struct {
+		Author string `json:"author"`
+		Ops    int64  `json:"ops"`
+		Bytes  int64  `json:"bytes"`
+	}{Author: author, Ops: ops})
+	return p
+}
+
+func TestQuotaCondition(t *testing.T) {
+	tr := withPolicy(validTopicReplica("ns", "q", "net", "chat"), func(s *pandav1.TopicReplicaSpec) {
+		s.Quota = &pandav1.TopicQuota{PerAuthor: &pandav1.TopicLimit{Operations: ptr.To(int64(10))}}
+	})
+	chat := canonicalID("chat")
+	under := []nodeReport{{pod: "net-0", topics: []NodeTopicStatus{{Topic: chat, Policy: nodePolicy("aa", 8)}}}}
+	if c := QuotaCondition(tr, under); c.Status != metav1.ConditionFalse {
+		t.Fatalf("80%%: %+v", c)
+	}
+	at := []nodeReport{{pod: "net-0", topics: []NodeTopicStatus{{Topic: chat, Policy: nodePolicy("aa", 9)}}}}
+	c := QuotaCondition(tr, at)
+	if c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "net-0: chat author aa stores 9 of 10 operations") {
+		t.Fatalf("90%%: %+v", c)
+	}
+}
+
+// TestQuotaNearlyFullEvent: when a node reports 90% of a quota, the TopicReplica's
+// QuotaNearlyFull condition turns True, a Warning event is recorded, and the node's
+// refusals appear in the status.
+func TestQuotaNearlyFullEvent(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	chat := canonicalID("chat")
+	fakeNodes.set(ns, "quota-0", []NodeTopicStatus{{Topic: chat, Operations: 9, Policy: nodePolicy(strings.Repeat("ab", 32), 9)}})
+	pn := validNetwork(ns, "quota")
+	pn.Spec.Replicas = ptr.To(int32(1))
+	if err := k8sClient.Create(ctx, pn); err != nil {
+		t.Fatal(err)
+	}
+	tr := withPolicy(validTopicReplica(ns, "chat", "quota", "chat"), func(s *pandav1.TopicReplicaSpec) {
+		s.Quota = &pandav1.TopicQuota{PerAuthor: &pandav1.TopicLimit{Operations: ptr.To(int64(10))}}
+	})
+	if err := k8sClient.Create(ctx, tr); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "QuotaNearlyFull condition and refusals in status", func() error {
+		cur := getTR(t, ns, "chat")
+		c := condition(cur.Status.Conditions, pandav1.ConditionQuotaNearlyFull)
+		if c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("condition = %+v", c)
+		}
+		if len(cur.Status.Topics) != 1 || len(cur.Status.Topics[0].Nodes) != 1 || cur.Status.Topics[0].Nodes[0].Refused["over_quota"] != 1 {
+			return fmt.Errorf("topics = %+v", cur.Status.Topics)
+		}
+		return nil
+	})
+	eventually(t, "QuotaNearlyFull event", func() error {
+		evs := &eventsv1.EventList{}
+		if err := k8sClient.List(ctx, evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == pandav1.ConditionQuotaNearlyFull && e.Regarding.Name == "chat" && e.Type == "Warning" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no QuotaNearlyFull event among %d events", len(evs.Items))
+	})
 }

@@ -23,6 +23,12 @@ const (
 	ReasonNetworkNotFound = "NetworkNotFound"
 	ReasonProgressing     = "Progressing"
 	ReasonAllNodesSynced  = "AllNodesSubscribed"
+
+	// ConditionQuotaNearlyFull is True while a node stores at least 90% of a quota of the
+	// replica's topics; a Warning event of the same reason is recorded when it turns True.
+	ConditionQuotaNearlyFull = "QuotaNearlyFull"
+	ReasonQuotaNearlyFull    = "QuotaNearlyFull"
+	ReasonQuotaOK            = "BelowQuota"
 )
 
 // NetworkReference names a PandaNetwork in the same namespace.
