@@ -11,9 +11,33 @@ import (
 	"github.com/pandanet/pandanet/pkg/policy"
 )
 
+// The policy types are pkg/policy's, aliased so that using policies needs only this package.
+type (
+	// TopicPolicy is a topic's write policy: writers, quotas and retention.
+	TopicPolicy = policy.Policy
+	// Quota bounds stored operations and bytes (0: unlimited).
+	Quota = policy.Quota
+	// Retention bounds what a topic keeps (0: unlimited).
+	Retention = policy.Retention
+	// PolicyReport is a topic's policy with its usage per topic and author and refusals.
+	PolicyReport = policy.Report
+	// RefusalReason says why a policy refused an operation.
+	RefusalReason = policy.Reason
+)
+
+// Refusal reasons.
+const (
+	RefusedNotWriter = policy.NotWriter
+	RefusedOverQuota = policy.OverQuota
+	RefusedRetention = policy.Retired
+)
+
+// ErrRefused is wrapped by the error of every operation a topic policy refused.
+var ErrRefused = policy.ErrRefused
+
 // WithTopicPolicy installs a write policy for topic when the node starts (see
 // Node.SetTopicPolicy).
-func WithTopicPolicy(topic operation.Topic, p policy.Policy) Option {
+func WithTopicPolicy(topic operation.Topic, p TopicPolicy) Option {
 	return func(c *config) error {
 		if err := p.Validate(); err != nil {
 			return err
@@ -31,7 +55,7 @@ func WithTopicPolicy(topic operation.Topic, p policy.Policy) Option {
 // sync sessions, live forwarding, Import and the node's own publishes. Refused operations
 // are not stored; sync peers get an explicit refusal and stop pushing the refused log. A
 // zero policy removes the topic's policy.
-func (n *Node) SetTopicPolicy(ctx context.Context, topic operation.Topic, p policy.Policy) error {
+func (n *Node) SetTopicPolicy(ctx context.Context, topic operation.Topic, p TopicPolicy) error {
 	if err := n.pipe.SetPolicy(ctx, topic, p); err != nil {
 		if errors.Is(err, pipeline.ErrClosed) {
 			return ErrClosed
@@ -42,13 +66,13 @@ func (n *Node) SetTopicPolicy(ctx context.Context, topic operation.Topic, p poli
 }
 
 // TopicPolicy returns topic's policy with its current usage, if it has one.
-func (n *Node) TopicPolicy(topic operation.Topic) (policy.Report, bool) {
+func (n *Node) TopicPolicy(topic operation.Topic) (PolicyReport, bool) {
 	return n.policy.Report(topic)
 }
 
 // PolicyRefusals counts operations refused by topic policies since the node started, by
 // reason.
-func (n *Node) PolicyRefusals() map[policy.Reason]uint64 { return n.policy.Refused() }
+func (n *Node) PolicyRefusals() map[RefusalReason]uint64 { return n.policy.Refused() }
 
 // EnforceRetention applies every topic's retention now instead of on the next periodic check.
 func (n *Node) EnforceRetention(ctx context.Context) error {
