@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/utils/ptr"
 
 	pandav1 "github.com/pandanet/pandanet/api/v1alpha1"
@@ -50,7 +51,8 @@ func TestLoadBalancerAddressesPublished(t *testing.T) {
 	want := "/ip4/203.0.113.10/tcp/4001/p2p/" + ids[0]
 	eventually(t, "LB address in status", func() error {
 		st := getNetwork(t, ns, "edge").Status
-		if !slices.Contains(st.BootstrapPeers, want) || !slices.Contains(st.Nodes[0].Addresses, want) {
+		if !slices.Contains(st.BootstrapPeers, want) ||
+			!slices.Contains(st.Nodes[0].Addresses, pandav1.NodeAddress{Address: want, Type: pandav1.AddressLoadBalancer}) {
 			return fmt.Errorf("bootstrapPeers %v nodes %+v", st.BootstrapPeers, st.Nodes)
 		}
 		return nil
@@ -64,7 +66,7 @@ func TestLoadBalancerAddressesPublished(t *testing.T) {
 	}
 	// Nodes reload announce addresses from their config file: the pods do not restart.
 	after := waitStatefulSet(t, ns, "edge", nil)
-	if after.Generation != before.Generation || hashObject(after.Spec.Template) != hashObject(before.Spec.Template) {
+	if after.Generation != before.Generation || !equality.Semantic.DeepEqual(after.Spec.Template, before.Spec.Template) {
 		t.Errorf("the pod template changed when the LoadBalancer address arrived (generation %d -> %d)",
 			before.Generation, after.Generation)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -22,12 +23,14 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -37,9 +40,6 @@ import (
 const (
 	// networkRefIndex indexes TopicReplicas by spec.networkRef.name.
 	networkRefIndex = "spec.networkRef.name"
-	// templateHashKey on the StatefulSet records the hash of the pod template the operator
-	// last wrote, so unchanged input skips the update instead of fighting API defaults.
-	templateHashKey = "pandanet.io/template-hash"
 	restartedAtKey  = "kubectl.kubernetes.io/restartedAt"
 )
 
@@ -57,10 +57,14 @@ type PandaNetworkReconciler struct {
 	DefaultImage string
 	// MonitoringRecheck is how long the PodMonitor CRD check is cached (default 1m).
 	MonitoringRecheck time.Duration
+	// Recorder records Kubernetes events for decisions users need to see; nil records none.
+	Recorder events.EventRecorder
 
 	monitorMu      sync.Mutex
 	monitorChecked time.Time
 	monitorPresent bool
+
+	gate upgradeGate
 }
 
 // +kubebuilder:rbac:groups=pandanet.io,resources=pandanetworks,verbs=get;list;watch
@@ -73,7 +77,18 @@ type PandaNetworkReconciler struct {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch
-// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=podmonitors,verbs=get;create;update;patch
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=podmonitors,verbs=get;create;update;patch;delete
+
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// event records a Kubernetes event about pn (action is what the operator did or refused).
+func (r *PandaNetworkReconciler) event(pn *pandav1.PandaNetwork, eventType, reason, action, note string, args ...any) {
+	if r.Recorder == nil {
+		return
+	}
+	r.Recorder.Eventf(pn, nil, eventType, reason, action, note, args...)
+}
 
 // Reconcile implements reconcile.Reconciler.
 func (r *PandaNetworkReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -86,13 +101,34 @@ func (r *PandaNetworkReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, nil
 	}
 
+	if pn.Annotations[PausedAnnotation] == "true" {
+		return ctrl.Result{}, r.reportPaused(ctx, pn)
+	}
+	// Addresses the API server's CEL rules could only check by shape: a node given an
+	// unparsable one refuses to start, so nothing derived from this spec is written.
+	if err := ValidateSpecAddresses(pn); err != nil {
+		return ctrl.Result{}, r.reportInvalidSpec(ctx, pn, err)
+	}
+
 	// An error still updates the status (Degraded) before it is returned for retry.
 	obs, recErr := r.reconcileObjects(ctx, pn)
+	if apierrors.IsConflict(recErr) {
+		// A write raced another writer (or our cache lagged): nothing is wrong with the
+		// network, so neither Degraded nor an error log; retry with fresh objects.
+		log.FromContext(ctx).V(1).Info("write conflict, requeueing", "error", recErr.Error())
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	}
 	if err := r.updateStatus(ctx, pn, obs, recErr); err != nil {
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
+		}
 		return ctrl.Result{}, errors.Join(recErr, err)
 	}
 	if recErr != nil {
 		return ctrl.Result{}, recErr
+	}
+	if obs.upgradeDeferred {
+		return ctrl.Result{RequeueAfter: upgradeRecheck}, nil
 	}
 	// Periodic refresh: node placement (NodePort addresses) and pod readiness can change
 	// without an event on an owned object.
@@ -102,13 +138,72 @@ func (r *PandaNetworkReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
 }
 
+// Control annotations on a PandaNetwork (as CloudNativePG has).
+const (
+	// PausedAnnotation "true" stops the operator from writing any object of the network
+	// (for manual surgery); removing it resumes reconciliation.
+	PausedAnnotation = "pandanet.io/reconciliation-paused"
+	// RestartAnnotation: setting it to a new value (e.g. a timestamp) rolls every node
+	// pod once, one at a time, like `kubectl rollout restart`.
+	RestartAnnotation = "pandanet.io/restartedAt"
+)
+
+// ReasonPaused marks Progressing while reconciliation is paused.
+const ReasonPaused = "ReconciliationPaused"
+
+// reportPaused records that reconciliation is paused (Progressing=False) and writes
+// nothing else.
+func (r *PandaNetworkReconciler) reportPaused(ctx context.Context, pn *pandav1.PandaNetwork) error {
+	base := pn.DeepCopy()
+	setConditions(&pn.Status.Conditions, metav1.Condition{Type: pandav1.ConditionProgressing, Status: metav1.ConditionFalse,
+		Reason: ReasonPaused, Message: "annotation " + PausedAnnotation + "=true: the operator changes nothing until it is removed",
+		ObservedGeneration: pn.Generation})
+	if equality.Semantic.DeepEqual(base.Status, pn.Status) {
+		return nil
+	}
+	r.event(pn, corev1.EventTypeNormal, ReasonPaused, "Pause", "reconciliation paused by annotation %s", PausedAnnotation)
+	if err := r.Status().Patch(ctx, pn, client.MergeFrom(base)); err != nil {
+		return fmt.Errorf("update status of pandanetwork %s: %w", pn.Name, err)
+	}
+	return nil
+}
+
+// upgradeRecheck is how often a network waiting for a staggered upgrade looks again.
+const upgradeRecheck = 15 * time.Second
+
+// conflictRetry is how soon a reconcile that lost a write race runs again.
+const conflictRetry = time.Second
+
+// reportInvalidSpec records a spec the operator refuses to apply: Ready=False and
+// Degraded=True with reason InvalidSpec and a message naming the bad entry. The rest of
+// the status (and every object) stays as the last valid spec left it.
+func (r *PandaNetworkReconciler) reportInvalidSpec(ctx context.Context, pn *pandav1.PandaNetwork, specErr error) error {
+	base := pn.DeepCopy()
+	msg := "spec not applied: " + specErr.Error()
+	setConditions(&pn.Status.Conditions,
+		metav1.Condition{Type: pandav1.ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonInvalidSpec, Message: msg, ObservedGeneration: pn.Generation},
+		metav1.Condition{Type: pandav1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: ReasonInvalidSpec, Message: msg, ObservedGeneration: pn.Generation},
+	)
+	pn.Status.ObservedGeneration = pn.Generation
+	if equality.Semantic.DeepEqual(base.Status, pn.Status) {
+		return nil
+	}
+	r.event(pn, corev1.EventTypeWarning, ReasonInvalidSpec, "Reject", msg)
+	if err := r.Status().Patch(ctx, pn, client.MergeFrom(base)); err != nil {
+		return fmt.Errorf("update status of pandanetwork %s: %w", pn.Name, err)
+	}
+	return nil
+}
+
 // observed collects what reconcileObjects learned for the status.
 type observed struct {
 	sts      *appsv1.StatefulSet
 	peerIDs  map[int32]string
 	services map[int32]*corev1.Service
-	public   map[int32][]string
+	public   map[int32][]pandav1.NodeAddress
 	pods     map[string]*corev1.Pod
+	// upgradeDeferred: the network waits for another's rollout (staggered upgrade).
+	upgradeDeferred bool
 }
 
 func (r *PandaNetworkReconciler) image(pn *pandav1.PandaNetwork) string {
@@ -119,7 +214,7 @@ func (r *PandaNetworkReconciler) image(pn *pandav1.PandaNetwork) string {
 }
 
 func (r *PandaNetworkReconciler) reconcileObjects(ctx context.Context, pn *pandav1.PandaNetwork) (*observed, error) {
-	obs := &observed{services: map[int32]*corev1.Service{}, public: map[int32][]string{}, pods: map[string]*corev1.Pod{}}
+	obs := &observed{services: map[int32]*corev1.Service{}, public: map[int32][]pandav1.NodeAddress{}, pods: map[string]*corev1.Pod{}}
 	var err error
 	// Keys and config first: the StatefulSet must never start a pod whose key or
 	// config file does not exist yet.
@@ -140,7 +235,7 @@ func (r *PandaNetworkReconciler) reconcileObjects(ctx context.Context, pn *panda
 	}
 	n := desiredReplicas(pn)
 	for i := int32(0); i < n; i++ {
-		nodeHost := ""
+		var nodeHost NodeHost
 		if exposureType(pn) == pandav1.ExposureNodePort {
 			nodeHost = r.nodeHost(ctx, obs.pods[nodeName(pn, i)])
 		}
@@ -153,7 +248,7 @@ func (r *PandaNetworkReconciler) reconcileObjects(ctx context.Context, pn *panda
 	if err := r.applyConfigMap(ctx, pn, cfg); err != nil {
 		return obs, fmt.Errorf("reconcile configmap %s: %w", cfg.Name, err)
 	}
-	if obs.sts, err = r.reconcileStatefulSet(ctx, pn); err != nil {
+	if obs.sts, obs.upgradeDeferred, err = r.reconcileStatefulSet(ctx, pn); err != nil {
 		return obs, err
 	}
 	if err := r.reconcilePDB(ctx, pn); err != nil {
@@ -177,6 +272,11 @@ func (r *PandaNetworkReconciler) reconcileIdentity(ctx context.Context, pn *pand
 	create := apierrors.IsNotFound(err)
 	if err != nil && !create {
 		return nil, fmt.Errorf("reconcile identity secret %s: %w", name, err)
+	}
+	if !create {
+		if err := checkAdoptable(pn, sec); err != nil {
+			return nil, err
+		}
 	}
 	if create {
 		sec = &corev1.Secret{
@@ -226,6 +326,24 @@ func (r *PandaNetworkReconciler) reconcileIdentity(ctx context.Context, pn *pand
 	return ids, nil
 }
 
+// checkAdoptable refuses a Secret the operator did not create for this network: mounting
+// a key or token someone else placed under the expected name would hand a pod an identity
+// the operator cannot vouch for. To import keys on purpose, label the Secret
+// pandanet.io/network=<network name> and app.kubernetes.io/managed-by=panda-operator.
+func checkAdoptable(pn *pandav1.PandaNetwork, sec *corev1.Secret) error {
+	if sec.Labels[networkLabel] == pn.Name && sec.Labels["app.kubernetes.io/managed-by"] == "panda-operator" {
+		return nil
+	}
+	return &AdoptionError{Secret: sec.Name}
+}
+
+// AdoptionError is an existing Secret the operator refuses to use.
+type AdoptionError struct{ Secret string }
+
+func (e *AdoptionError) Error() string {
+	return fmt.Sprintf("Secret %s exists but was not created by panda-operator for this network (labels pandanet.io/network and app.kubernetes.io/managed-by missing); refusing to adopt it: delete it, or label it to import its keys on purpose", e.Secret)
+}
+
 // reconcileAdminToken creates the owned admin token Secret once; it is never rotated by
 // the operator (delete it to rotate, then restart the pods).
 func (r *PandaNetworkReconciler) reconcileAdminToken(ctx context.Context, pn *pandav1.PandaNetwork) error {
@@ -233,7 +351,7 @@ func (r *PandaNetworkReconciler) reconcileAdminToken(ctx context.Context, pn *pa
 	sec := &corev1.Secret{}
 	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: name}, sec)
 	if err == nil {
-		return nil
+		return checkAdoptable(pn, sec)
 	}
 	if !apierrors.IsNotFound(err) {
 		return fmt.Errorf("reconcile admin token secret %s: %w", name, err)
@@ -303,18 +421,6 @@ func mergeLabels(om *metav1.ObjectMeta, want map[string]string) {
 	}
 }
 
-func mergeAnnotations(om *metav1.ObjectMeta, want map[string]string) {
-	if len(want) == 0 {
-		return
-	}
-	if om.Annotations == nil {
-		om.Annotations = map[string]string{}
-	}
-	for k, v := range want {
-		om.Annotations[k] = v
-	}
-}
-
 func (r *PandaNetworkReconciler) reconcileServices(ctx context.Context, pn *pandav1.PandaNetwork, obs *observed) error {
 	if err := r.applyService(ctx, pn, BuildHeadlessService(pn)); err != nil {
 		return err
@@ -354,7 +460,7 @@ func (r *PandaNetworkReconciler) applyService(ctx context.Context, pn *pandav1.P
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: desired.Name, Namespace: desired.Namespace}}
 	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, svc, func() error {
 		mergeLabels(&svc.ObjectMeta, desired.Labels)
-		mergeAnnotations(&svc.ObjectMeta, desired.Annotations)
+		svc.Annotations = applyManagedAnnotations(svc.Annotations, desired.Annotations)
 		if svc.CreationTimestamp.IsZero() {
 			svc.Spec.ClusterIP = desired.Spec.ClusterIP
 		}
@@ -404,57 +510,164 @@ func (r *PandaNetworkReconciler) observePods(ctx context.Context, pn *pandav1.Pa
 	return nil
 }
 
-// nodeHost is the address of the Kubernetes node a pod runs on (ExternalIP preferred).
-func (r *PandaNetworkReconciler) nodeHost(ctx context.Context, pod *corev1.Pod) string {
+// nodeHost is the address of the Kubernetes node a pod runs on (see NodeHostOf); zero
+// when the pod is not placed or the node cannot be read.
+func (r *PandaNetworkReconciler) nodeHost(ctx context.Context, pod *corev1.Pod) NodeHost {
 	if pod == nil || pod.Spec.NodeName == "" {
-		return ""
+		return NodeHost{}
 	}
 	node := &corev1.Node{}
 	if err := r.Get(ctx, types.NamespacedName{Name: pod.Spec.NodeName}, node); err != nil {
-		return ""
+		return NodeHost{}
 	}
-	for _, want := range []corev1.NodeAddressType{corev1.NodeExternalIP, corev1.NodeInternalIP} {
-		for _, a := range node.Status.Addresses {
-			if a.Type == want {
-				return a.Address
-			}
-		}
-	}
-	return ""
+	return NodeHostOf(node)
 }
 
-func (r *PandaNetworkReconciler) reconcileStatefulSet(ctx context.Context, pn *pandav1.PandaNetwork) (*appsv1.StatefulSet, error) {
-	desired := BuildStatefulSet(pn, r.image(pn))
-	hash := hashObject(desired.Spec.Template)
-	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: desired.Name, Namespace: desired.Namespace}}
-	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, sts, func() error {
-		mergeLabels(&sts.ObjectMeta, desired.Labels)
-		if sts.CreationTimestamp.IsZero() {
-			sts.Spec = desired.Spec
-		} else {
-			// Only fields the API allows to change; the rest is fixed at creation.
-			sts.Spec.Replicas = desired.Spec.Replicas
-			sts.Spec.UpdateStrategy = desired.Spec.UpdateStrategy
-			sts.Spec.PersistentVolumeClaimRetentionPolicy = desired.Spec.PersistentVolumeClaimRetentionPolicy
-			if sts.Annotations[templateHashKey] != hash {
-				tmpl := desired.Spec.Template
-				// Keep `kubectl rollout restart` working instead of reverting it.
-				if v, ok := sts.Spec.Template.Annotations[restartedAtKey]; ok {
-					if tmpl.Annotations == nil {
-						tmpl.Annotations = map[string]string{}
-					}
-					tmpl.Annotations[restartedAtKey] = v
-				}
-				sts.Spec.Template = tmpl
+// NodeHostOf is the address under which a NodePort on node is reachable: its ExternalIP,
+// else its InternalIP (typed as such: reachable only from networks routed to the
+// nodes). A node that is not Ready publishes nothing: its pods' NodePorts do not answer.
+func NodeHostOf(node *corev1.Node) NodeHost {
+	ready := false
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			ready = c.Status == corev1.ConditionTrue
+		}
+	}
+	if !ready {
+		return NodeHost{}
+	}
+	for _, want := range []struct {
+		node corev1.NodeAddressType
+		typ  pandav1.AddressType
+	}{{corev1.NodeExternalIP, pandav1.AddressExternalIP}, {corev1.NodeInternalIP, pandav1.AddressInternalIP}} {
+		for _, a := range node.Status.Addresses {
+			if a.Type == want.node && a.Address != "" {
+				return NodeHost{Address: a.Address, Type: want.typ}
 			}
 		}
-		mergeAnnotations(&sts.ObjectMeta, map[string]string{templateHashKey: hash})
+	}
+	return NodeHost{}
+}
+
+// reconcileStatefulSet writes the StatefulSet only when the live object differs from the
+// desired one in a field the operator sets (see coveredBy), so a `kubectl set image` or
+// `kubectl edit` of the pod template is reverted, while API-server defaults never cause a
+// write (and so no 409 storm from racing our own stale cache).
+func (r *PandaNetworkReconciler) reconcileStatefulSet(ctx context.Context, pn *pandav1.PandaNetwork) (*appsv1.StatefulSet, bool, error) {
+	image, deferred, err := r.imageForRollout(ctx, pn)
+	if err != nil {
+		return nil, false, err
+	}
+	desired := BuildStatefulSet(pn, image)
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: desired.Name, Namespace: desired.Namespace}}
+	var oldReplicas int32
+	rolled := false
+	res, err := controllerutil.CreateOrUpdate(ctx, r.Client, sts, func() error {
+		mergeLabels(&sts.ObjectMeta, desired.Labels)
+		if pn.Spec.Image == "" {
+			// Which default image the template carries, for staggered upgrades.
+			if sts.Annotations == nil {
+				sts.Annotations = map[string]string{}
+			}
+			sts.Annotations[defaultImageAnnotation] = image
+		} else {
+			delete(sts.Annotations, defaultImageAnnotation)
+		}
+		if sts.CreationTimestamp.IsZero() {
+			sts.Spec = desired.Spec
+			return controllerutil.SetControllerReference(pn, sts, r.Scheme)
+		}
+		// Only fields the API allows to change; the rest is fixed at creation.
+		if sts.Spec.Replicas != nil {
+			oldReplicas = *sts.Spec.Replicas
+		}
+		sts.Spec.Replicas = desired.Spec.Replicas
+		if ok, err := coveredBy(desired.Spec.UpdateStrategy, sts.Spec.UpdateStrategy); err != nil {
+			return err
+		} else if !ok {
+			sts.Spec.UpdateStrategy = desired.Spec.UpdateStrategy
+		}
+		if ok, err := coveredBy(desired.Spec.PersistentVolumeClaimRetentionPolicy, sts.Spec.PersistentVolumeClaimRetentionPolicy); err != nil {
+			return err
+		} else if !ok {
+			sts.Spec.PersistentVolumeClaimRetentionPolicy = desired.Spec.PersistentVolumeClaimRetentionPolicy
+		}
+		live := sts.Spec.Template
+		same, err := coveredBy(desired.Spec.Template.Spec, live.Spec)
+		if err != nil {
+			return err
+		}
+		// Labels and annotations exactly: a key removed from spec.podAnnotations goes.
+		// `kubectl rollout restart` (restartedAt) and the restart annotation are kept.
+		same = same && equalExcept(desired.Spec.Template.Labels, live.Labels) &&
+			equalExcept(desired.Spec.Template.Annotations, live.Annotations, restartedAtKey)
+		if !same {
+			tmpl := desired.Spec.Template
+			if v, ok := live.Annotations[restartedAtKey]; ok {
+				if tmpl.Annotations == nil {
+					tmpl.Annotations = map[string]string{}
+				}
+				tmpl.Annotations[restartedAtKey] = v
+			}
+			sts.Spec.Template = tmpl
+			rolled = true
+		}
 		return controllerutil.SetControllerReference(pn, sts, r.Scheme)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reconcile statefulset %s: %w", desired.Name, err)
+		return nil, false, fmt.Errorf("reconcile statefulset %s: %w", desired.Name, err)
 	}
-	return sts, nil
+	if rolled && pn.Spec.Image == "" {
+		r.recordUpgradeStarted(client.ObjectKeyFromObject(pn), sts.Generation)
+	}
+	switch {
+	case res == controllerutil.OperationResultCreated:
+		r.event(pn, corev1.EventTypeNormal, "Created", "Create", "created StatefulSet %s with %d replicas", sts.Name, desiredReplicas(pn))
+	case res == controllerutil.OperationResultUpdated:
+		if oldReplicas != desiredReplicas(pn) {
+			r.event(pn, corev1.EventTypeNormal, "Scaled", "Scale", "scaled StatefulSet %s from %d to %d replicas", sts.Name, oldReplicas, desiredReplicas(pn))
+		}
+		if rolled {
+			r.event(pn, corev1.EventTypeNormal, "RollingUpdate", "Update", "pod template of StatefulSet %s changed (image %s): rolling the nodes one at a time",
+				sts.Name, image)
+		}
+	}
+	return sts, deferred, nil
+}
+
+// imageForRollout is the node image to write. A network on the operator's default image
+// whose StatefulSet still runs another image moves to the new default only when no other
+// network is mid-rollout (staggered upgrades); until then it keeps its live image and
+// deferred is true.
+func (r *PandaNetworkReconciler) imageForRollout(ctx context.Context, pn *pandav1.PandaNetwork) (string, bool, error) {
+	want := r.image(pn)
+	if pn.Spec.Image != "" {
+		return want, false, nil
+	}
+	live := &appsv1.StatefulSet{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: statefulSetName(pn)}, live); err != nil {
+		if apierrors.IsNotFound(err) {
+			return want, false, nil
+		}
+		return "", false, fmt.Errorf("get statefulset %s: %w", statefulSetName(pn), err)
+	}
+	// Only an operator default change is staggered: the live image must be the previous
+	// default the operator wrote. Any other difference (a hand edit) is drift, corrected now.
+	current := liveNodeImage(live)
+	previousDefault := live.Annotations[defaultImageAnnotation]
+	if current == "" || current == want || previousDefault == "" || current != previousDefault {
+		return want, false, nil
+	}
+	ok, busy, err := r.mayStartDefaultUpgrade(ctx, client.ObjectKeyFromObject(pn))
+	if err != nil {
+		return "", false, err
+	}
+	if ok {
+		return want, false, nil
+	}
+	r.event(pn, corev1.EventTypeNormal, ReasonUpgradeDeferred, "Upgrade",
+		"new default node image %s waits until network %s has finished its rollout (staggered upgrade)", want, busy)
+	return current, true, nil
 }
 
 func (r *PandaNetworkReconciler) reconcilePDB(ctx context.Context, pn *pandav1.PandaNetwork) error {
@@ -497,8 +710,10 @@ func (r *PandaNetworkReconciler) monitoringAvailable() (bool, error) {
 	return r.monitorPresent, nil
 }
 
-// reconcilePodMonitor creates a PodMonitor only when prometheus-operator's CRD exists,
-// as unstructured so the operator has no dependency on prometheus-operator's Go module.
+// reconcilePodMonitor creates a PodMonitor only when prometheus-operator's CRD exists
+// and spec.monitoring.enabled is not false, as unstructured so the operator has no
+// dependency on prometheus-operator's Go module. Labels are merged: labels others set
+// (e.g. a GitOps tool) stay.
 func (r *PandaNetworkReconciler) reconcilePodMonitor(ctx context.Context, pn *pandav1.PandaNetwork) error {
 	ok, err := r.monitoringAvailable()
 	if err != nil || !ok {
@@ -508,15 +723,41 @@ func (r *PandaNetworkReconciler) reconcilePodMonitor(ctx context.Context, pn *pa
 	pm.SetGroupVersionKind(podMonitorGVK)
 	pm.SetNamespace(pn.Namespace)
 	pm.SetName(pn.Name)
+	if en := pn.Spec.Monitoring.Enabled; en != nil && !*en {
+		if err := r.Get(ctx, client.ObjectKeyFromObject(pm), pm); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		if !metav1.IsControlledBy(pm, pn) {
+			return nil
+		}
+		if err := r.Delete(ctx, pm); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete podmonitor %s: %w", pn.Name, err)
+		}
+		return nil
+	}
 	_, err = controllerutil.CreateOrUpdate(ctx, r.Client, pm, func() error {
-		pm.SetLabels(commonLabels(pn))
+		lbl := pm.GetLabels()
+		if lbl == nil {
+			lbl = map[string]string{}
+		}
+		for k, v := range pn.Spec.Monitoring.Labels {
+			lbl[k] = v
+		}
+		for k, v := range commonLabels(pn) {
+			lbl[k] = v
+		}
+		pm.SetLabels(lbl)
 		sel := map[string]any{}
 		for k, v := range selectorLabels(pn) {
 			sel[k] = v
 		}
+		endpoint := map[string]any{"port": "metrics", "path": "/metrics"}
+		if pn.Spec.Monitoring.Interval != "" {
+			endpoint["interval"] = pn.Spec.Monitoring.Interval
+		}
 		if err := unstructured.SetNestedField(pm.Object, map[string]any{
 			"selector":            map[string]any{"matchLabels": sel},
-			"podMetricsEndpoints": []any{map[string]any{"port": "metrics", "path": "/metrics"}},
+			"podMetricsEndpoints": []any{endpoint},
 		}, "spec"); err != nil {
 			return err
 		}
@@ -562,29 +803,54 @@ func BuildNetworkStatus(pn *pandav1.PandaNetwork, obs *observed) pandav1.PandaNe
 			continue
 		}
 		name := nodeName(pn, i)
-		public := withPeer(obs.public[i], id)
+		public := withPeerTyped(obs.public[i], id)
+		cluster := withPeerTyped(clusterAddrs(pn, i), id)
 		ns := pandav1.NodeStatus{
 			Name: name, Ordinal: i, PeerID: id, Ready: podReady(obs.pods[name]),
-			Addresses: append(append([]string{}, public...), InClusterAddrs(pn, i, id)...),
+			Addresses: append(append([]pandav1.NodeAddress{}, public...), cluster...),
 		}
 		st.Nodes = append(st.Nodes, ns)
+		boot := public
 		if exposureType(pn) == pandav1.ExposureNone && len(public) == 0 {
-			st.BootstrapPeers = append(st.BootstrapPeers, InClusterAddrs(pn, i, id)...)
-		} else {
-			st.BootstrapPeers = append(st.BootstrapPeers, public...)
+			boot = cluster
+		}
+		for _, a := range boot {
+			st.BootstrapPeers = append(st.BootstrapPeers, a.Address)
+			st.BootstrapPeerTypes = append(st.BootstrapPeerTypes, a.Type)
 		}
 	}
 	return st
 }
 
+// nodesWithoutBootstrap lists the nodes the status gives an edge no address for yet.
+func nodesWithoutBootstrap(pn *pandav1.PandaNetwork, st *pandav1.PandaNetworkStatus) []string {
+	have := map[string]bool{}
+	for _, n := range st.Nodes {
+		for _, a := range n.Addresses {
+			if slices.Contains(st.BootstrapPeers, a.Address) {
+				have[n.Name] = true
+			}
+		}
+	}
+	var missing []string
+	for i := int32(0); i < desiredReplicas(pn); i++ {
+		if name := nodeName(pn, i); !have[name] {
+			missing = append(missing, name)
+		}
+	}
+	return missing
+}
+
 func (r *PandaNetworkReconciler) updateStatus(ctx context.Context, pn *pandav1.PandaNetwork, obs *observed, recErr error) error {
-	var sts *appsv1.StatefulSet
+	facts := NetworkFacts{Desired: desiredReplicas(pn), ReconcileErr: recErr}
 	if obs != nil {
-		sts = obs.sts
+		facts.StatefulSet = obs.sts
+		facts.PodProblems = podProblems(obs.pods)
 	}
 	st := BuildNetworkStatus(pn, obs)
+	facts.NodesWithoutAddress = nodesWithoutBootstrap(pn, &st)
 	st.Conditions = append([]metav1.Condition(nil), pn.Status.Conditions...)
-	setConditions(&st.Conditions, NetworkConditions(pn.Generation, desiredReplicas(pn), sts, recErr)...)
+	setConditions(&st.Conditions, NetworkConditions(pn.Generation, facts)...)
 	if recErr != nil && obs != nil && obs.sts == nil {
 		// Keep what we knew rather than blanking the status on a transient error.
 		st.Replicas, st.ReadyReplicas = pn.Status.Replicas, pn.Status.ReadyReplicas
@@ -605,7 +871,9 @@ func (r *PandaNetworkReconciler) updateStatus(ctx context.Context, pn *pandav1.P
 // TopicReplica watch and only rewrite the topics ConfigMap.
 func (r *PandaNetworkReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&pandav1.PandaNetwork{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Annotations too: the pause and restart annotations do not bump the generation.
+		For(&pandav1.PandaNetwork{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ConfigMap{}).
@@ -642,7 +910,8 @@ func podToNetwork(_ context.Context, o client.Object) []reconcile.Request {
 }
 
 // podStatusChanged passes pod events that change what the network status reports:
-// creation, deletion, readiness and the node a pod is scheduled on.
+// creation, deletion, readiness, a pod starting or stopping to fail (Degraded) and the
+// node a pod is scheduled on.
 func podStatusChanged() predicate.Funcs {
 	return predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
@@ -651,7 +920,9 @@ func podStatusChanged() predicate.Funcs {
 			if !ok1 || !ok2 {
 				return true
 			}
-			return podReady(oldPod) != podReady(newPod) ||
+			_, oldFailing := podProblem(oldPod.Name, oldPod)
+			_, newFailing := podProblem(newPod.Name, newPod)
+			return podReady(oldPod) != podReady(newPod) || oldFailing != newFailing ||
 				oldPod.Spec.NodeName != newPod.Spec.NodeName ||
 				oldPod.DeletionTimestamp.IsZero() != newPod.DeletionTimestamp.IsZero()
 		},

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	pandav1 "github.com/pandanet/pandanet/api/v1alpha1"
@@ -60,5 +61,41 @@ func TestPodMonitorOnlyWithCRD(t *testing.T) {
 			return fmt.Errorf("podmonitor not owned: %v", pm.GetOwnerReferences())
 		}
 		return nil
+	})
+
+	// Labels others set stay; spec.monitoring adds labels and the scrape interval.
+	pm := &unstructured.Unstructured{}
+	pm.SetGroupVersionKind(podMonitorGVK)
+	if err := k8sClient.Get(ctx, keyOf(ns, "mon"), pm); err != nil {
+		t.Fatal(err)
+	}
+	lbl := pm.GetLabels()
+	lbl["gitops.example.org/owner"] = "team-a"
+	pm.SetLabels(lbl)
+	if err := k8sClient.Update(ctx, pm); err != nil {
+		t.Fatal(err)
+	}
+	updateNetwork(t, ns, "mon", func(p *pandav1.PandaNetwork) {
+		p.Spec.Monitoring = pandav1.Monitoring{Labels: map[string]string{"release": "prom"}, Interval: "15s"}
+	})
+	eventually(t, "podmonitor configured", func() error {
+		if err := k8sClient.Get(ctx, keyOf(ns, "mon"), pm); err != nil {
+			return err
+		}
+		l := pm.GetLabels()
+		eps, _, _ := unstructured.NestedSlice(pm.Object, "spec", "podMetricsEndpoints")
+		if l["gitops.example.org/owner"] != "team-a" || l["release"] != "prom" || len(eps) != 1 ||
+			eps[0].(map[string]any)["interval"] != "15s" {
+			return fmt.Errorf("labels %v endpoints %v", l, eps)
+		}
+		return nil
+	})
+	updateNetwork(t, ns, "mon", func(p *pandav1.PandaNetwork) { p.Spec.Monitoring.Enabled = ptr.To(false) })
+	eventually(t, "podmonitor deleted when disabled", func() error {
+		err := k8sClient.Get(ctx, keyOf(ns, "mon"), pm)
+		if err == nil {
+			return fmt.Errorf("still there")
+		}
+		return client.IgnoreNotFound(err)
 	})
 }

@@ -56,10 +56,20 @@ func BuildPodTemplate(pn *pandav1.PandaNetwork, image string) corev1.PodTemplate
 	for k, v := range pn.Spec.PodAnnotations {
 		annotations[k] = v
 	}
+	if v := pn.Annotations[RestartAnnotation]; v != "" {
+		annotations[RestartAnnotation] = v
+	}
 	if len(annotations) == 0 {
 		annotations = nil
 	}
-	labels := commonLabels(pn)
+	labels := map[string]string{}
+	for k, v := range pn.Spec.PodLabels {
+		labels[k] = v
+	}
+	// The operator's labels win: the StatefulSet selects pods by them.
+	for k, v := range commonLabels(pn) {
+		labels[k] = v
+	}
 	probe := func(path string, failure int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
@@ -72,11 +82,17 @@ func BuildPodTemplate(pn *pandav1.PandaNetwork, image string) corev1.PodTemplate
 		ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},
 		Spec: corev1.PodSpec{
 			// Nodes never talk to the Kubernetes API.
-			AutomountServiceAccountToken:  ptr.To(false),
-			TerminationGracePeriodSeconds: ptr.To(int64(30)),
+			AutomountServiceAccountToken: ptr.To(false),
+			// Longer than the node's own shutdown timeout, so the kubelet's SIGKILL never
+			// cuts the store flush short.
+			TerminationGracePeriodSeconds: ptr.To(int64(TerminationGracePeriodSeconds)),
 			NodeSelector:                  pn.Spec.NodeSelector,
 			Tolerations:                   pn.Spec.Tolerations,
-			Affinity:                      pn.Spec.Affinity,
+			Affinity:                      podAffinity(pn),
+			TopologySpreadConstraints:     topologySpread(pn),
+			ImagePullSecrets:              pn.Spec.ImagePullSecrets,
+			ServiceAccountName:            pn.Spec.ServiceAccountName,
+			PriorityClassName:             pn.Spec.PriorityClassName,
 			SecurityContext: &corev1.PodSecurityContext{
 				RunAsNonRoot:   ptr.To(true),
 				RunAsUser:      ptr.To(nodeUID),
@@ -135,6 +151,45 @@ func BuildPodTemplate(pn *pandav1.PandaNetwork, image string) corev1.PodTemplate
 			},
 		},
 	}
+}
+
+// NodeShutdownTimeout is panda-node's bound on its graceful shutdown (cmd/node/run.go).
+const NodeShutdownTimeout = 30
+
+// TerminationGracePeriodSeconds of node pods: the node's shutdown timeout plus time to
+// close the store after it.
+const TerminationGracePeriodSeconds = NodeShutdownTimeout + 15
+
+// podAffinity is spec.affinity, or by default a soft anti-affinity that prefers putting
+// the nodes of one network on different Kubernetes nodes (hard anti-affinity would leave
+// pods Pending on small clusters).
+func podAffinity(pn *pandav1.PandaNetwork) *corev1.Affinity {
+	if pn.Spec.Affinity != nil {
+		return pn.Spec.Affinity
+	}
+	return &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+		PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
+			Weight: 100,
+			PodAffinityTerm: corev1.PodAffinityTerm{
+				LabelSelector: &metav1.LabelSelector{MatchLabels: selectorLabels(pn)},
+				TopologyKey:   corev1.LabelHostname,
+			},
+		}},
+	}}
+}
+
+// topologySpread is spec.topologySpreadConstraints, or by default a soft spread over
+// zones (ScheduleAnyway: clusters without zone labels still schedule).
+func topologySpread(pn *pandav1.PandaNetwork) []corev1.TopologySpreadConstraint {
+	if len(pn.Spec.TopologySpreadConstraints) > 0 {
+		return pn.Spec.TopologySpreadConstraints
+	}
+	return []corev1.TopologySpreadConstraint{{
+		MaxSkew:           1,
+		TopologyKey:       corev1.LabelTopologyZone,
+		WhenUnsatisfiable: corev1.ScheduleAnyway,
+		LabelSelector:     &metav1.LabelSelector{MatchLabels: selectorLabels(pn)},
+	}}
 }
 
 // BuildVolumeClaimTemplate is the per-node data volume (immutable once the StatefulSet exists).
@@ -265,16 +320,24 @@ type TopicSet struct {
 // Delete-policy TopicReplica claims it, so switching a replica to Delete and deleting it
 // is how a retained topic is unsubscribed.
 func MergeTopics(replicas []pandav1.TopicReplica, previousRetained []string) TopicSet {
-	want := map[string]struct{}{}
-	retained := map[string]struct{}{}
+	// Keyed by the canonical id (lower-case hex of the 32 bytes): "ABC…" and "abc…", or a
+	// name and its own BLAKE3 hash, are one topic and must appear once in the file.
+	want := map[string]string{}
+	retained := map[string]string{}
+	add := func(m map[string]string, t string) {
+		id := canonicalID(t)
+		if cur, ok := m[id]; !ok || t < cur {
+			m[id] = t
+		}
+	}
 	for _, t := range previousRetained {
-		retained[t] = struct{}{}
+		add(retained, t)
 	}
 	for i := range replicas {
 		tr := &replicas[i]
 		if tr.Spec.ReclaimPolicy == pandav1.ReclaimDelete {
 			for _, t := range tr.Spec.Topics {
-				delete(retained, t)
+				delete(retained, canonicalID(t))
 			}
 		}
 	}
@@ -283,20 +346,20 @@ func MergeTopics(replicas []pandav1.TopicReplica, previousRetained []string) Top
 		live := tr.DeletionTimestamp.IsZero()
 		for _, t := range tr.Spec.Topics {
 			if live {
-				want[t] = struct{}{}
+				add(want, t)
 			}
 			if tr.Spec.ReclaimPolicy != pandav1.ReclaimDelete {
-				retained[t] = struct{}{}
+				add(retained, t)
 			}
 		}
 	}
-	for t := range retained {
-		want[t] = struct{}{}
+	for _, t := range retained {
+		add(want, t)
 	}
-	set := TopicSet{Topics: sortedKeys(want), Retained: sortedKeys(retained)}
+	set := TopicSet{Topics: sortedValues(want), Retained: sortedValues(retained)}
 	policies := topicPolicies(replicas)
 	for _, t := range set.Topics {
-		if p := policies[t]; p != "" {
+		if p := policies[canonicalID(t)]; p != "" {
 			t += " [" + p + "]"
 		}
 		set.Lines = append(set.Lines, t)
@@ -304,7 +367,8 @@ func MergeTopics(replicas []pandav1.TopicReplica, previousRetained []string) Top
 	return set
 }
 
-// topicPolicies renders the write policy of every topic that a live TopicReplica gives one.
+// topicPolicies renders the write policy of every topic that a live TopicReplica gives
+// one, keyed by the topic's canonical id.
 // When several replicas list a topic with different policies, the oldest replica's
 // (creation time, then name) applies.
 func topicPolicies(replicas []pandav1.TopicReplica) map[string]string {
@@ -328,8 +392,8 @@ func topicPolicies(replicas []pandav1.TopicReplica) map[string]string {
 			continue
 		}
 		for _, t := range tr.Spec.Topics {
-			if _, ok := out[t]; !ok {
-				out[t] = p
+			if _, ok := out[canonicalID(t)]; !ok {
+				out[canonicalID(t)] = p
 			}
 		}
 	}
@@ -369,10 +433,10 @@ func RenderTopicPolicy(spec *pandav1.TopicReplicaSpec) string {
 	return strings.Join(parts, " ")
 }
 
-func sortedKeys(m map[string]struct{}) []string {
+func sortedValues(m map[string]string) []string {
 	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
+	for _, v := range m {
+		out = append(out, v)
 	}
 	sort.Strings(out)
 	return out
@@ -431,12 +495,17 @@ func BuildConfigConfigMap(pn *pandav1.PandaNetwork, cfgs map[int32]NodeConfig) (
 
 // InClusterAddrs are the multiaddrs of a node through its per-node Service DNS name.
 func InClusterAddrs(pn *pandav1.PandaNetwork, ordinal int32, peerID string) []string {
+	return withPeer(addressStrings(clusterAddrs(pn, ordinal)), peerID)
+}
+
+// clusterAddrs are the per-node Service's DNS addresses (without /p2p).
+func clusterAddrs(pn *pandav1.PandaNetwork, ordinal int32) []pandav1.NodeAddress {
 	host := fmt.Sprintf("%s.%s.svc", nodeName(pn, ordinal), pn.Namespace)
 	port := exposurePort(pn)
-	return withPeer([]string{
-		fmt.Sprintf("/dns4/%s/tcp/%d", host, port),
-		fmt.Sprintf("/dns4/%s/udp/%d/quic-v1", host, port),
-	}, peerID)
+	return []pandav1.NodeAddress{
+		{Address: fmt.Sprintf("/dns4/%s/tcp/%d", host, port), Type: pandav1.AddressClusterDNS},
+		{Address: fmt.Sprintf("/dns4/%s/udp/%d/quic-v1", host, port), Type: pandav1.AddressClusterDNS},
+	}
 }
 
 // withPeer appends /p2p/<id> to every address (addresses without a peer id are useless
@@ -448,6 +517,18 @@ func withPeer(addrs []string, peerID string) []string {
 	out := make([]string, 0, len(addrs))
 	for _, a := range addrs {
 		out = append(out, strings.TrimSuffix(a, "/")+"/p2p/"+peerID)
+	}
+	return out
+}
+
+// withPeerTyped is withPeer keeping each address's type.
+func withPeerTyped(addrs []pandav1.NodeAddress, peerID string) []pandav1.NodeAddress {
+	if peerID == "" {
+		return nil
+	}
+	out := make([]pandav1.NodeAddress, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, pandav1.NodeAddress{Address: strings.TrimSuffix(a.Address, "/") + "/p2p/" + peerID, Type: a.Type})
 	}
 	return out
 }
@@ -478,14 +559,24 @@ func isIPv4(s string) bool {
 	return true
 }
 
+// NodeHost is the address of the Kubernetes node a pod runs on, with its kind.
+type NodeHost struct {
+	Address string
+	Type    pandav1.AddressType
+}
+
 // PublicAddrs computes the externally reachable multiaddrs (without /p2p) of one node:
 // explicit spec.exposure.publicAddresses win; otherwise LoadBalancer ingress on the
-// Service port, or the pod's node address on the allocated node ports. nodeHost is the
-// ExternalIP (or InternalIP) of the node the pod runs on, "" if unknown.
-func PublicAddrs(pn *pandav1.PandaNetwork, ordinal int32, svc *corev1.Service, nodeHost string) []string {
+// Service port, or the pod's node address on the allocated node ports. host is the
+// address of the (ready) node the pod runs on, zero if unknown.
+func PublicAddrs(pn *pandav1.PandaNetwork, ordinal int32, svc *corev1.Service, host NodeHost) []pandav1.NodeAddress {
 	for _, pa := range pn.Spec.Exposure.PublicAddresses {
 		if pa.Ordinal == ordinal {
-			return append([]string(nil), pa.Addresses...)
+			out := make([]pandav1.NodeAddress, 0, len(pa.Addresses))
+			for _, a := range pa.Addresses {
+				out = append(out, pandav1.NodeAddress{Address: a, Type: pandav1.AddressStatic})
+			}
+			return out
 		}
 	}
 	if svc == nil {
@@ -494,21 +585,23 @@ func PublicAddrs(pn *pandav1.PandaNetwork, ordinal int32, svc *corev1.Service, n
 	var tcpPort, udpPort int32
 	switch exposureType(pn) {
 	case pandav1.ExposureLoadBalancer:
-		var out []string
+		var out []pandav1.NodeAddress
 		for _, ing := range svc.Status.LoadBalancer.Ingress {
-			host := ing.IP
-			if host == "" {
-				host = ing.Hostname
+			h := ing.IP
+			if h == "" {
+				h = ing.Hostname
 			}
-			if host == "" {
+			if h == "" {
 				continue
 			}
-			p := hostMultiaddrPrefix(host)
-			out = append(out, fmt.Sprintf("%s/tcp/%d", p, exposurePort(pn)), fmt.Sprintf("%s/udp/%d/quic-v1", p, exposurePort(pn)))
+			p := hostMultiaddrPrefix(h)
+			out = append(out,
+				pandav1.NodeAddress{Address: fmt.Sprintf("%s/tcp/%d", p, exposurePort(pn)), Type: pandav1.AddressLoadBalancer},
+				pandav1.NodeAddress{Address: fmt.Sprintf("%s/udp/%d/quic-v1", p, exposurePort(pn)), Type: pandav1.AddressLoadBalancer})
 		}
 		return out
 	case pandav1.ExposureNodePort:
-		if nodeHost == "" {
+		if host.Address == "" {
 			return nil
 		}
 		for _, p := range svc.Spec.Ports {
@@ -519,22 +612,31 @@ func PublicAddrs(pn *pandav1.PandaNetwork, ordinal int32, svc *corev1.Service, n
 				udpPort = p.NodePort
 			}
 		}
-		var out []string
-		prefix := hostMultiaddrPrefix(nodeHost)
+		var out []pandav1.NodeAddress
+		prefix := hostMultiaddrPrefix(host.Address)
 		if tcpPort != 0 {
-			out = append(out, fmt.Sprintf("%s/tcp/%d", prefix, tcpPort))
+			out = append(out, pandav1.NodeAddress{Address: fmt.Sprintf("%s/tcp/%d", prefix, tcpPort), Type: host.Type})
 		}
 		if udpPort != 0 {
-			out = append(out, fmt.Sprintf("%s/udp/%d/quic-v1", prefix, udpPort))
+			out = append(out, pandav1.NodeAddress{Address: fmt.Sprintf("%s/udp/%d/quic-v1", prefix, udpPort), Type: host.Type})
 		}
 		return out
 	}
 	return nil
 }
 
+// addressStrings returns the multiaddrs of typed addresses.
+func addressStrings(addrs []pandav1.NodeAddress) []string {
+	out := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, a.Address)
+	}
+	return out
+}
+
 // BuildNodeConfigs gives each ordinal the other ordinals' in-cluster addresses plus the
 // user's external bootstrap peers, and its own public addresses to announce.
-func BuildNodeConfigs(pn *pandav1.PandaNetwork, peerIDs map[int32]string, announce map[int32][]string) map[int32]NodeConfig {
+func BuildNodeConfigs(pn *pandav1.PandaNetwork, peerIDs map[int32]string, announce map[int32][]pandav1.NodeAddress) map[int32]NodeConfig {
 	n := desiredReplicas(pn)
 	out := make(map[int32]NodeConfig, n)
 	for i := int32(0); i < n; i++ {
@@ -547,7 +649,9 @@ func BuildNodeConfigs(pn *pandav1.PandaNetwork, peerIDs map[int32]string, announ
 			}
 		}
 		cfg.Bootstrap = append(cfg.Bootstrap, pn.Spec.BootstrapPeers...)
-		cfg.Announce = announce[i]
+		if len(announce[i]) > 0 {
+			cfg.Announce = addressStrings(announce[i])
+		}
 		out[i] = cfg
 	}
 	return out

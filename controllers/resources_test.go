@@ -126,13 +126,13 @@ func TestPodTemplateIndependentOfTopics(t *testing.T) {
 	pn := unitNetwork()
 	a := BuildPodTemplate(pn, "img")
 	// Topics only flow into the ConfigMap; nothing topic-related is an input here, and
-	// the same spec always yields the same template hash.
+	// the same spec always yields the same template.
 	b := BuildPodTemplate(pn, "img")
-	if hashObject(a) != hashObject(b) || !equality.Semantic.DeepEqual(a, b) {
+	if !equality.Semantic.DeepEqual(a, b) {
 		t.Fatal("pod template not deterministic")
 	}
-	if hashObject(BuildPodTemplate(pn, "img2")) == hashObject(a) {
-		t.Fatal("image change must change the template hash")
+	if same, err := coveredBy(BuildPodTemplate(pn, "img2"), a); err != nil || same {
+		t.Fatalf("an image change must count as a template change (%v)", err)
 	}
 }
 
@@ -180,20 +180,26 @@ func TestMultiaddrComposition(t *testing.T) {
 	want := []string{"/ip4/203.0.113.7/tcp/4001", "/ip4/203.0.113.7/udp/4001/quic-v1",
 		"/dns/lb.example.org/tcp/4001", "/dns/lb.example.org/udp/4001/quic-v1",
 		"/ip6/2001:db8::1/tcp/4001", "/ip6/2001:db8::1/udp/4001/quic-v1"}
-	if got := PublicAddrs(pn, 0, svc, ""); !slices.Equal(got, want) {
+	got := PublicAddrs(pn, 0, svc, NodeHost{})
+	if !slices.Equal(addressStrings(got), want) || got[0].Type != pandav1.AddressLoadBalancer {
 		t.Errorf("LB: %v", got)
 	}
-	if got := PublicAddrs(pn, 0, &corev1.Service{}, ""); got != nil {
+	if got := PublicAddrs(pn, 0, &corev1.Service{}, NodeHost{}); got != nil {
 		t.Errorf("LB pending: %v", got)
 	}
 	pn.Spec.Exposure = pandav1.Exposure{Type: pandav1.ExposureNodePort, Port: 4001}
 	svc = &corev1.Service{Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
 		{Protocol: corev1.ProtocolTCP, NodePort: 30001}, {Protocol: corev1.ProtocolUDP, NodePort: 30002}}}}
-	if got := PublicAddrs(pn, 0, svc, "198.51.100.2"); !slices.Equal(got, []string{"/ip4/198.51.100.2/tcp/30001", "/ip4/198.51.100.2/udp/30002/quic-v1"}) {
+	ext := NodeHost{Address: "198.51.100.2", Type: pandav1.AddressExternalIP}
+	if got := PublicAddrs(pn, 0, svc, ext); !slices.Equal(addressStrings(got), []string{"/ip4/198.51.100.2/tcp/30001", "/ip4/198.51.100.2/udp/30002/quic-v1"}) ||
+		got[1].Type != pandav1.AddressExternalIP {
 		t.Errorf("NodePort: %v", got)
 	}
+	if got := PublicAddrs(pn, 0, svc, NodeHost{Address: "10.0.0.5", Type: pandav1.AddressInternalIP}); got[0].Type != pandav1.AddressInternalIP {
+		t.Errorf("NodePort on an InternalIP must say so: %v", got)
+	}
 	pn.Spec.Exposure.PublicAddresses = []pandav1.PublicAddresses{{Ordinal: 0, Addresses: []string{"/dns4/n0.example.org/tcp/4001"}}}
-	if got := PublicAddrs(pn, 0, svc, "198.51.100.2"); !slices.Equal(got, []string{"/dns4/n0.example.org/tcp/4001"}) {
+	if got := PublicAddrs(pn, 0, svc, ext); !slices.Equal(addressStrings(got), []string{"/dns4/n0.example.org/tcp/4001"}) || got[0].Type != pandav1.AddressStatic {
 		t.Errorf("explicit: %v", got)
 	}
 	if got := withPeer([]string{"/ip4/1.2.3.4/tcp/1/"}, "P"); got[0] != "/ip4/1.2.3.4/tcp/1/p2p/P" {
@@ -208,7 +214,7 @@ func TestBuildNodeConfigs(t *testing.T) {
 	pn := unitNetwork()
 	pn.Spec.BootstrapPeers = []string{"/dns4/ext/tcp/4001/p2p/E"}
 	ids := map[int32]string{0: "A", 1: "B", 2: "C"}
-	cfgs := BuildNodeConfigs(pn, ids, map[int32][]string{1: {"/ip4/203.0.113.1/tcp/4001"}})
+	cfgs := BuildNodeConfigs(pn, ids, map[int32][]pandav1.NodeAddress{1: {{Address: "/ip4/203.0.113.1/tcp/4001", Type: pandav1.AddressLoadBalancer}}})
 	if len(cfgs) != 3 {
 		t.Fatalf("configs: %v", cfgs)
 	}
@@ -281,18 +287,33 @@ func TestNetworkConditions(t *testing.T) {
 		err                          error
 		ready, progressing, degraded metav1.ConditionStatus
 		readyReason                  string
+		facts                        func(*NetworkFacts)
 	}{
-		{"no statefulset", nil, nil, "False", "True", "False", ReasonCreating},
-		{"all ready", sts(2, 2, 3, 3, "r1", "r1"), nil, "True", "False", "False", ReasonAllNodesReady},
-		{"rolling", sts(2, 2, 3, 3, "r1", "r2"), nil, "False", "True", "False", ReasonRolloutInProgress},
-		{"stale status", sts(3, 2, 3, 3, "r1", "r1"), nil, "False", "True", "False", ReasonNodesNotReady},
-		{"scaling", sts(2, 2, 2, 2, "r1", "r1"), nil, "False", "True", "False", ReasonNodesNotReady},
-		{"pods not ready", sts(2, 2, 3, 1, "r1", "r1"), nil, "False", "True", "False", ReasonNodesNotReady},
-		{"reconcile error", sts(2, 2, 3, 3, "r1", "r1"), errors.New("boom"), "True", "False", "True", ReasonAllNodesReady},
+		{"no statefulset", nil, nil, "False", "True", "False", ReasonCreating, nil},
+		{"all ready", sts(2, 2, 3, 3, "r1", "r1"), nil, "True", "False", "False", ReasonAllNodesReady, nil},
+		{"rolling", sts(2, 2, 3, 3, "r1", "r2"), nil, "False", "True", "False", ReasonRolloutInProgress, nil},
+		{"stale status", sts(3, 2, 3, 3, "r1", "r1"), nil, "False", "True", "False", ReasonNodesNotReady, nil},
+		{"scaling", sts(2, 2, 2, 2, "r1", "r1"), nil, "False", "True", "False", ReasonNodesNotReady, nil},
+		{"pods not ready", sts(2, 2, 3, 1, "r1", "r1"), nil, "False", "True", "False", ReasonNodesNotReady, nil},
+		{"reconcile error", sts(2, 2, 3, 3, "r1", "r1"), errors.New("boom"), "True", "False", "True", ReasonAllNodesReady, nil},
+		// Ready means an edge can bootstrap from the status.
+		{"all ready, LoadBalancer pending", sts(2, 2, 3, 3, "r1", "r1"), nil, "False", "False", "False", ReasonAddressesPending,
+			func(f *NetworkFacts) { f.NodesWithoutAddress = []string{"net-2"} }},
+		{"zero replicas", sts(2, 2, 0, 0, "r1", "r1"), nil, "False", "False", "False", ReasonScaledToZero,
+			func(f *NetworkFacts) { f.Desired = 0 }},
+		// Degraded follows failing pods, with the pod's reason.
+		{"crash loop", sts(2, 2, 3, 2, "r1", "r1"), nil, "False", "True", "True", ReasonNodesNotReady,
+			func(f *NetworkFacts) {
+				f.PodProblems = []PodProblem{{Pod: "net-1", Reason: "CrashLoopBackOff", Message: "back-off"}}
+			}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			conds := NetworkConditions(7, 3, c.sts, c.err)
+			f := NetworkFacts{Desired: 3, StatefulSet: c.sts, ReconcileErr: c.err}
+			if c.facts != nil {
+				c.facts(&f)
+			}
+			conds := NetworkConditions(7, f)
 			get := func(typ string) metav1.Condition {
 				for _, x := range conds {
 					if x.Type == typ {
@@ -308,6 +329,9 @@ func TestNetworkConditions(t *testing.T) {
 			r, p, d := get(pandav1.ConditionReady), get(pandav1.ConditionProgressing), get(pandav1.ConditionDegraded)
 			if r.Status != c.ready || p.Status != c.progressing || d.Status != c.degraded || r.Reason != c.readyReason {
 				t.Fatalf("ready %s/%s progressing %s degraded %s", r.Status, r.Reason, p.Status, d.Status)
+			}
+			if len(f.PodProblems) > 0 && (d.Reason != "CrashLoopBackOff" || !strings.Contains(d.Message, "pod net-1")) {
+				t.Fatalf("degraded %s: %s", d.Reason, d.Message)
 			}
 		})
 	}

@@ -49,6 +49,17 @@ type TopicReplicaReconciler struct {
 	MaxConcurrentReconciles int
 	// Recorder records the QuotaNearlyFull event; nil records none.
 	Recorder recorder.EventRecorder
+
+	pollerOnce sync.Once
+	shared     *sharedPoller
+}
+
+// poller is the one node poller all TopicReplicas share: answers at most half a poll
+// period old are reused, so a node sees about two listings per period however many
+// TopicReplicas its network has.
+func (r *TopicReplicaReconciler) poller() *sharedPoller {
+	r.pollerOnce.Do(func() { r.shared = newSharedPoller(r.Nodes, r.pollInterval()/2) })
+	return r.shared
 }
 
 // +kubebuilder:rbac:groups=pandanet.io,resources=topicreplicas,verbs=get;list;watch;update;patch
@@ -189,12 +200,13 @@ func (r *TopicReplicaReconciler) pollNodes(ctx context.Context, pn *pandav1.Pand
 			defer wg.Done()
 			defer func() { <-sem }()
 			ep := NodeEndpoint{Namespace: pn.Namespace, Network: pn.Name, Pod: nodeName(pn, i), Ordinal: i, Token: token}
-			topics, err := r.Nodes.Topics(ctx, ep)
+			topics, err := r.poller().Topics(ctx, ep)
 			reports[i] = nodeReport{pod: ep.Pod, topics: topics}
 			errs[i] = err
 		}(i)
 	}
 	wg.Wait()
+	r.poller().forgetOlderThan(10 * r.pollInterval())
 	var out []error
 	for _, e := range errs {
 		if e != nil {
@@ -238,7 +250,10 @@ func BuildTopicStatuses(topics []string, reports []nodeReport) []pandav1.TopicSt
 	return out
 }
 
-// TopicReadyCondition is True when every node reports every topic.
+// ReasonNoNodes: the TopicReplica's network is scaled to zero.
+const ReasonNoNodes = "NoNodes"
+
+// TopicReadyCondition is True when every node (at least one) reports every topic.
 func TopicReadyCondition(generation int64, topics []string, replicas int32, statuses []pandav1.TopicStatus, errs []error) metav1.Condition {
 	complete := 0
 	for _, ts := range statuses {
@@ -247,6 +262,12 @@ func TopicReadyCondition(generation int64, topics []string, replicas int32, stat
 		}
 	}
 	c := metav1.Condition{Type: pandav1.ConditionReady, ObservedGeneration: generation}
+	if replicas == 0 {
+		// No node holds anything: "held by all 0 nodes" is vacuous, not synced.
+		c.Status, c.Reason = metav1.ConditionFalse, ReasonNoNodes
+		c.Message = "the network has 0 replicas: no node holds the topics"
+		return c
+	}
 	if complete == len(topics) && len(errs) == 0 {
 		c.Status, c.Reason = metav1.ConditionTrue, pandav1.ReasonAllNodesSynced
 		c.Message = fmt.Sprintf("%d topics held by all %d nodes", len(topics), replicas)

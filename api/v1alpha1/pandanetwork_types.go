@@ -30,6 +30,7 @@ type PublicAddresses struct {
 	// +kubebuilder:validation:MaxItems=8
 	// +kubebuilder:validation:items:MaxLength=256
 	// +kubebuilder:validation:XValidation:rule="self.all(a, a.startsWith('/') && !a.contains('/p2p/'))",message="publicAddresses entries must be multiaddrs starting with '/' and without /p2p/ (the operator appends the peer id)"
+	// +kubebuilder:validation:XValidation:rule="self.all(a, a.matches('^/(ip4|ip6|dns|dns4|dns6)/[^/]+/(tcp|udp)/[0-9]{1,5}(/[^/]+)*$'))",message="publicAddresses entries must start with /ip4, /ip6, /dns, /dns4 or /dns6, then a host, then /tcp/<port> or /udp/<port>"
 	Addresses []string `json:"addresses"`
 }
 
@@ -121,6 +122,7 @@ type PandaNetworkSpec struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:items:MaxLength=512
 	// +kubebuilder:validation:XValidation:rule="self.all(p, p.startsWith('/') && p.contains('/p2p/'))",message="bootstrapPeers entries must be multiaddrs that contain /p2p/<peer id>"
+	// +kubebuilder:validation:XValidation:rule="self.all(p, p.matches('^/(ip4|ip6|dns|dns4|dns6|dnsaddr)/[^/]+(/[^/]+)*/p2p/[1-9A-Za-z]{46,128}$'))",message="bootstrapPeers entries must start with /ip4, /ip6, /dns, /dns4, /dns6 or /dnsaddr and end in /p2p/<peer id> (a base58 or CID peer id)"
 	// +listType=set
 	// +optional
 	BootstrapPeers []string `json:"bootstrapPeers,omitempty"`
@@ -165,6 +167,55 @@ type PandaNetworkSpec struct {
 	// +kubebuilder:default=json
 	// +optional
 	LogFormat string `json:"logFormat,omitempty"`
+
+	// PodLabels are added to the node pods (changing them rolls the pods). They cannot
+	// replace the labels the operator selects pods by.
+	// +optional
+	PodLabels map[string]string `json:"podLabels,omitempty"`
+
+	// ImagePullSecrets of the node pods.
+	// +optional
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+
+	// ServiceAccountName of the node pods (the nodes never call the Kubernetes API; the
+	// token is not mounted).
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// PriorityClassName of the node pods.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// TopologySpreadConstraints of the node pods. Empty spreads pods softly over nodes
+	// and zones (ScheduleAnyway).
+	// +optional
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+
+	// Monitoring configures the PodMonitor the operator creates when prometheus-operator
+	// is installed.
+	// +kubebuilder:default={}
+	// +optional
+	Monitoring Monitoring `json:"monitoring,omitempty"`
+}
+
+// Monitoring configures the PodMonitor of a network.
+type Monitoring struct {
+	// PodMonitor is created when true (default) and the PodMonitor CRD is served.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// Labels added to the PodMonitor (e.g. to match a Prometheus' podMonitorSelector).
+	// Labels other tools set on the PodMonitor are kept.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// Interval of the scrapes, e.g. 30s; empty uses Prometheus' default.
+	// +kubebuilder:validation:Pattern=`^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$`
+	// +optional
+	Interval string `json:"interval,omitempty"`
 }
 
 // NodeStatus is what the operator knows about one node (StatefulSet ordinal).
@@ -177,9 +228,38 @@ type NodeStatus struct {
 	PeerID string `json:"peerID,omitempty"`
 	// Ready mirrors the pod's Ready condition.
 	Ready bool `json:"ready"`
-	// Addresses are full multiaddrs (with /p2p/<peer id>) under which the node is reachable.
+	// Addresses are full multiaddrs (with /p2p/<peer id>) under which the node is
+	// reachable, each with the kind of address it is.
+	// +listType=atomic
 	// +optional
-	Addresses []string `json:"addresses,omitempty"`
+	Addresses []NodeAddress `json:"addresses,omitempty"`
+}
+
+// AddressType says where an address in the status comes from, and so from where it is
+// reachable.
+// +kubebuilder:validation:Enum=Static;LoadBalancer;ExternalIP;InternalIP;ClusterDNS
+type AddressType string
+
+const (
+	// AddressStatic comes from spec.exposure.publicAddresses (the user vouches for it).
+	AddressStatic AddressType = "Static"
+	// AddressLoadBalancer is the ingress IP or hostname of the node's LoadBalancer Service.
+	AddressLoadBalancer AddressType = "LoadBalancer"
+	// AddressExternalIP is the ExternalIP of the Kubernetes node (NodePort exposure).
+	AddressExternalIP AddressType = "ExternalIP"
+	// AddressInternalIP is the InternalIP of the Kubernetes node (NodePort exposure on a
+	// node without an ExternalIP): reachable only from networks that route to the nodes.
+	AddressInternalIP AddressType = "InternalIP"
+	// AddressClusterDNS is the per-node Service's DNS name: reachable only inside the cluster.
+	AddressClusterDNS AddressType = "ClusterDNS"
+)
+
+// NodeAddress is one multiaddr of a node and the kind of address it is.
+type NodeAddress struct {
+	// Address is the full multiaddr, ending in /p2p/<peer id>.
+	Address string `json:"address"`
+	// Type is where the address comes from (and so from where it is reachable).
+	Type AddressType `json:"type"`
 }
 
 // PandaNetworkStatus is the observed state of a PandaNetwork.
@@ -220,12 +300,25 @@ type PandaNetworkStatus struct {
 	Nodes []NodeStatus `json:"nodes,omitempty"`
 
 	// BootstrapPeers are full multiaddrs (/p2p/<peer id>) edge apps can bootstrap from:
-	// public addresses when exposed, in-cluster Service DNS names otherwise.
+	// public addresses when exposed, in-cluster Service DNS names otherwise. The kind of
+	// every entry is in bootstrapPeerTypes (same order) and in nodes[].addresses.
 	// +optional
 	BootstrapPeers []string `json:"bootstrapPeers,omitempty"`
+
+	// BootstrapPeerTypes holds the kind of each bootstrapPeers entry, index by index
+	// (LoadBalancer, ExternalIP, InternalIP, Static or ClusterDNS).
+	// +optional
+	BootstrapPeerTypes []AddressType `json:"bootstrapPeerTypes,omitempty"`
 }
 
 // PandaNetwork runs the always-on nodes of one p2panda network.
+//
+// The name becomes the StatefulSet name, whose pods carry the label
+// controller-revision-hash=<name>-<10 character hash>: a label value is at most 63
+// characters, so a longer name leaves the pods uncreatable. Services are named
+// <name>-headless (DNS-1035 labels: start with a letter, at most 63 characters).
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 52",message="metadata.name must be at most 52 characters: pods carry the label controller-revision-hash=<name>-<hash>, and label values are limited to 63 characters"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must start with a letter and contain only lowercase letters, digits and '-' (it names Services, which must be DNS-1035 labels)"
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -24,6 +26,20 @@ import (
 // defaultNodeImage is overridden at build time (-ldflags -X main.defaultNodeImage=...)
 // so one operator release deploys the matching node release.
 var defaultNodeImage = "ghcr.io/pandanet/panda-node:latest"
+
+// cacheOptions restricts the caches to the watched namespaces, if any.
+func cacheOptions(watchNamespaces string) cache.Options {
+	opts := controllers.CacheOptions()
+	for _, ns := range strings.Split(watchNamespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			if opts.DefaultNamespaces == nil {
+				opts.DefaultNamespaces = map[string]cache.Config{}
+			}
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return opts
+}
 
 func main() {
 	if err := run(ctrl.SetupSignalHandler(), flag.CommandLine, os.Args[1:]); err != nil {
@@ -37,6 +53,7 @@ func main() {
 func run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	var (
 		metricsAddr, probeAddr, nodeImage, leaderElectionNamespace string
+		watchNamespaces                                            string
 		leaderElect                                                bool
 		pollInterval                                               time.Duration
 	)
@@ -46,6 +63,7 @@ func run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	fs.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's namespace)")
 	fs.StringVar(&nodeImage, "default-node-image", defaultNodeImage, "panda-node image for PandaNetworks without spec.image")
 	fs.DurationVar(&pollInterval, "node-status-interval", 30*time.Second, "how often TopicReplica status is refreshed from node admin APIs")
+	fs.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces to watch (namespaced mode: the operator then needs a Role in each, not a ClusterRole); empty watches all")
 	opts := zap.Options{}
 	opts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -68,7 +86,7 @@ func run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		LeaderElectionID:              "panda-operator.pandanet.io",
 		LeaderElectionNamespace:       leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                         controllers.CacheOptions(),
+		Cache:                         cacheOptions(watchNamespaces),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)

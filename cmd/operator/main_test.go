@@ -102,3 +102,18 @@ func TestOperatorStarts(t *testing.T) {
 		t.Fatal("operator did not stop")
 	}
 }
+
+func TestCacheOptionsWatchNamespaces(t *testing.T) {
+	if got := cacheOptions(""); got.DefaultNamespaces != nil {
+		t.Errorf("no flag must watch all namespaces: %v", got.DefaultNamespaces)
+	}
+	got := cacheOptions("apps, games,")
+	if len(got.DefaultNamespaces) != 2 {
+		t.Fatalf("namespaces %v", got.DefaultNamespaces)
+	}
+	for _, ns := range []string{"apps", "games"} {
+		if _, ok := got.DefaultNamespaces[ns]; !ok {
+			t.Errorf("%s not watched: %v", ns, got.DefaultNamespaces)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package chart
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -173,6 +174,35 @@ func TestRenderSwitches(t *testing.T) {
 					if count(objs, k) != 0 {
 						t.Errorf("%s rendered", k)
 					}
+				}
+			}},
+		// Namespaced mode: a Role per watched namespace (no cluster-wide Secrets access),
+		// only read access to Nodes cluster-wide, and the flag that limits the caches.
+		{"watchNamespaces", map[string]any{"watchNamespaces": []any{"apps", "games"}, "leaderElection": map[string]any{"enabled": false}},
+			func(t *testing.T, objs []*unstructured.Unstructured) {
+				if !slices.Contains(args(t, objs), "--watch-namespaces=apps,games") {
+					t.Errorf("args %v", args(t, objs))
+				}
+				roles := 0
+				for _, o := range objs {
+					switch o.GetKind() {
+					case "Role":
+						roles++
+						rules, _, _ := unstructured.NestedSlice(o.Object, "rules")
+						text := fmt.Sprint(rules)
+						if !strings.Contains(text, "secrets") || strings.Contains(text, "nodes") {
+							t.Errorf("Role in %s: %s", o.GetNamespace(), text)
+						}
+					case "ClusterRole":
+						rules, _, _ := unstructured.NestedSlice(o.Object, "rules")
+						if text := fmt.Sprint(rules); strings.Contains(text, "secrets") || !strings.Contains(text, "nodes") ||
+							strings.Contains(text, "create") {
+							t.Errorf("ClusterRole %s: %s", o.GetName(), text)
+						}
+					}
+				}
+				if roles != 2 || count(objs, "RoleBinding") != 2 || count(objs, "ClusterRole") != 1 {
+					t.Errorf("roles %d rolebindings %d clusterroles %d", roles, count(objs, "RoleBinding"), count(objs, "ClusterRole"))
 				}
 			}},
 		{"leaderElection.enabled=false", map[string]any{"leaderElection": map[string]any{"enabled": false}},

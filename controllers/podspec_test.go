@@ -1,0 +1,64 @@
+package controllers
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// TestGracePeriodExceedsNodeShutdown: the kubelet must not SIGKILL a node while its own
+// bounded shutdown (store flush) is still running. NodeShutdownTimeout must follow the
+// node's constant, read from its source so a change there fails here.
+func TestGracePeriodExceedsNodeShutdown(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "cmd", "node", "run.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`const shutdownTimeout = (\d+) \* time\.Second`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal("cmd/node/run.go: shutdownTimeout constant not found; update NodeShutdownTimeout and this test")
+	}
+	nodeTimeout, _ := strconv.Atoi(string(m[1]))
+	if nodeTimeout != NodeShutdownTimeout {
+		t.Fatalf("node shutdown timeout %ds, operator assumes %ds", nodeTimeout, NodeShutdownTimeout)
+	}
+	tmpl := BuildPodTemplate(unitNetwork(), "img")
+	if g := *tmpl.Spec.TerminationGracePeriodSeconds; g <= int64(nodeTimeout) {
+		t.Fatalf("terminationGracePeriodSeconds %d <= node shutdown timeout %d", g, nodeTimeout)
+	}
+}
+
+// TestPodSettings: pod placement defaults (soft anti-affinity, soft zone spread) and the
+// pod settings users expect, without letting pod labels override the selector.
+func TestPodSettings(t *testing.T) {
+	pn := unitNetwork()
+	tmpl := BuildPodTemplate(pn, "img")
+	aa := tmpl.Spec.Affinity.PodAntiAffinity
+	if aa == nil || len(aa.PreferredDuringSchedulingIgnoredDuringExecution) != 1 || len(aa.RequiredDuringSchedulingIgnoredDuringExecution) != 0 ||
+		aa.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.TopologyKey != corev1.LabelHostname {
+		t.Errorf("default anti-affinity: %+v", tmpl.Spec.Affinity)
+	}
+	if ts := tmpl.Spec.TopologySpreadConstraints; len(ts) != 1 || ts[0].WhenUnsatisfiable != corev1.ScheduleAnyway || ts[0].TopologyKey != corev1.LabelTopologyZone {
+		t.Errorf("default spread: %+v", ts)
+	}
+	pn.Spec.Affinity = &corev1.Affinity{}
+	pn.Spec.PodLabels = map[string]string{"team": "chat", "app.kubernetes.io/instance": "hijack"}
+	pn.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred"}}
+	pn.Spec.ServiceAccountName = "panda"
+	pn.Spec.PriorityClassName = "high"
+	tmpl = BuildPodTemplate(pn, "img")
+	if tmpl.Spec.Affinity.PodAntiAffinity != nil {
+		t.Errorf("spec.affinity must replace the default")
+	}
+	if tmpl.Labels["team"] != "chat" || tmpl.Labels["app.kubernetes.io/instance"] != pn.Name {
+		t.Errorf("labels %v", tmpl.Labels)
+	}
+	if len(tmpl.Spec.ImagePullSecrets) != 1 || tmpl.Spec.ServiceAccountName != "panda" || tmpl.Spec.PriorityClassName != "high" ||
+		*tmpl.Spec.AutomountServiceAccountToken {
+		t.Errorf("pod settings %+v", tmpl.Spec)
+	}
+}
