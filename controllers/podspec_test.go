@@ -11,20 +11,25 @@ import (
 )
 
 // TestGracePeriodExceedsNodeShutdown: the kubelet must not SIGKILL a node while its own
-// bounded shutdown (store flush) is still running. NodeShutdownTimeout must follow the
-// node's constant, read from its source so a change there fails here.
+// bounded shutdown (admin drain, then node close and store flush) is still running.
+// NodeShutdownTimeout must follow the node's timeouts, read from its source so a change
+// there fails here.
 func TestGracePeriodExceedsNodeShutdown(t *testing.T) {
 	src, err := os.ReadFile(filepath.Join("..", "cmd", "node", "run.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`const shutdownTimeout = (\d+) \* time\.Second`).FindSubmatch(src)
-	if m == nil {
-		t.Fatal("cmd/node/run.go: shutdownTimeout constant not found; update NodeShutdownTimeout and this test")
+	nodeTimeout := 0
+	for _, name := range []string{"adminDrainTimeout", "nodeCloseTimeout"} {
+		m := regexp.MustCompile(name + `\s*=\s*(\d+) \* time\.Second`).FindSubmatch(src)
+		if m == nil {
+			t.Fatalf("cmd/node/run.go: %s not found; update NodeShutdownTimeout and this test", name)
+		}
+		n, _ := strconv.Atoi(string(m[1]))
+		nodeTimeout += n
 	}
-	nodeTimeout, _ := strconv.Atoi(string(m[1]))
 	if nodeTimeout != NodeShutdownTimeout {
-		t.Fatalf("node shutdown timeout %ds, operator assumes %ds", nodeTimeout, NodeShutdownTimeout)
+		t.Fatalf("node shutdown bound %ds, operator assumes %ds", nodeTimeout, NodeShutdownTimeout)
 	}
 	tmpl := BuildPodTemplate(unitNetwork(), "img")
 	if g := *tmpl.Spec.TerminationGracePeriodSeconds; g <= int64(nodeTimeout) {

@@ -153,11 +153,13 @@ func BuildPodTemplate(pn *pandav1.PandaNetwork, image string) corev1.PodTemplate
 	}
 }
 
-// NodeShutdownTimeout is panda-node's bound on its graceful shutdown (cmd/node/run.go).
-const NodeShutdownTimeout = 30
+// NodeShutdownTimeout is panda-node's bound on its graceful shutdown in seconds: the
+// admin drain (adminDrainTimeout) then closing the node and flushing the store
+// (nodeCloseTimeout), one after the other (cmd/node/run.go).
+const NodeShutdownTimeout = 10 + 30
 
-// TerminationGracePeriodSeconds of node pods: the node's shutdown timeout plus time to
-// close the store after it.
+// TerminationGracePeriodSeconds of node pods: the node's shutdown bound plus a margin for
+// process exit.
 const TerminationGracePeriodSeconds = NodeShutdownTimeout + 15
 
 // podAffinity is spec.affinity, or by default a soft anti-affinity that prefers putting
