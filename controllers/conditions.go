@@ -45,6 +45,8 @@ type NetworkFacts struct {
 	PodProblems []PodProblem
 	// NodesWithoutAddress are the nodes the status gives no bootstrap address for yet.
 	NodesWithoutAddress []string
+	// ScaleDownBlocked says why a scale-down waits, "" if none does.
+	ScaleDownBlocked string
 }
 
 // PodProblem is a pod that will not become ready without someone acting.
@@ -136,6 +138,8 @@ func NetworkConditions(generation int64, f NetworkFacts) []metav1.Condition {
 				fmt.Sprintf("%d/%d nodes ready", st.ReadyReplicas, desired))
 		}
 		switch {
+		case f.ScaleDownBlocked != "":
+			progressing = cond(pandav1.ConditionProgressing, metav1.ConditionTrue, ReasonScaleDownBlocked, f.ScaleDownBlocked)
 		case stale:
 			progressing = cond(pandav1.ConditionProgressing, metav1.ConditionTrue, ReasonRolloutInProgress, "StatefulSet controller has not observed the latest spec")
 		case rolling:

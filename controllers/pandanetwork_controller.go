@@ -59,6 +59,8 @@ type PandaNetworkReconciler struct {
 	MonitoringRecheck time.Duration
 	// Recorder records Kubernetes events for decisions users need to see; nil records none.
 	Recorder events.EventRecorder
+	// Nodes reads node admin APIs (safe scale-down); nil skips the check.
+	Nodes NodeStatusClient
 
 	monitorMu      sync.Mutex
 	monitorChecked time.Time
@@ -110,8 +112,24 @@ func (r *PandaNetworkReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, r.reportInvalidSpec(ctx, pn, err)
 	}
 
+	// A scale-down waits until the remaining nodes hold the leaving nodes' data; until
+	// then every object is built for the current size.
+	work := pn
+	effective, hold, err := r.scaleDownHold(ctx, pn)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if hold != "" {
+		r.event(pn, corev1.EventTypeWarning, ReasonScaleDownBlocked, "Scale", "%s", hold)
+		work = pn.DeepCopy()
+		work.Spec.Replicas = &effective
+	}
+
 	// An error still updates the status (Degraded) before it is returned for retry.
-	obs, recErr := r.reconcileObjects(ctx, pn)
+	obs, recErr := r.reconcileObjects(ctx, work)
+	if obs != nil {
+		obs.scaleDownBlocked = hold
+	}
 	if apierrors.IsConflict(recErr) {
 		// A write raced another writer (or our cache lagged): nothing is wrong with the
 		// network, so neither Degraded nor an error log; retry with fresh objects.
@@ -204,6 +222,8 @@ type observed struct {
 	pods     map[string]*corev1.Pod
 	// upgradeDeferred: the network waits for another's rollout (staggered upgrade).
 	upgradeDeferred bool
+	// scaleDownBlocked says why a scale-down waits.
+	scaleDownBlocked string
 }
 
 func (r *PandaNetworkReconciler) image(pn *pandav1.PandaNetwork) string {
@@ -846,8 +866,18 @@ func (r *PandaNetworkReconciler) updateStatus(ctx context.Context, pn *pandav1.P
 	if obs != nil {
 		facts.StatefulSet = obs.sts
 		facts.PodProblems = podProblems(obs.pods)
+		facts.ScaleDownBlocked = obs.scaleDownBlocked
 	}
 	st := BuildNetworkStatus(pn, obs)
+	if recErr == nil {
+		vols, err := r.retainedVolumes(ctx, pn)
+		if err != nil {
+			return err
+		}
+		st.RetainedVolumes = vols
+	} else {
+		st.RetainedVolumes = pn.Status.RetainedVolumes
+	}
 	facts.NodesWithoutAddress = nodesWithoutBootstrap(pn, &st)
 	st.Conditions = append([]metav1.Condition(nil), pn.Status.Conditions...)
 	setConditions(&st.Conditions, NetworkConditions(pn.Generation, facts)...)

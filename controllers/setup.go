@@ -65,7 +65,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	if err := (&PandaNetworkReconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), APIReader: mgr.GetAPIReader(),
 		DefaultImage: opts.DefaultImage, MonitoringRecheck: opts.MonitoringRecheck,
-		Recorder: mgr.GetEventRecorder("panda-operator"),
+		Recorder: mgr.GetEventRecorder("panda-operator"), Nodes: nodes,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setup pandanetwork controller: %w", err)
 	}

@@ -305,6 +305,12 @@ type PandaNetworkStatus struct {
 	// +optional
 	BootstrapPeers []string `json:"bootstrapPeers,omitempty"`
 
+	// RetainedVolumes are the data PersistentVolumeClaims of ordinals at or above
+	// spec.replicas: kept after a scale-down (a later scale-up reuses them); delete them
+	// yourself to free the storage.
+	// +optional
+	RetainedVolumes []string `json:"retainedVolumes,omitempty"`
+
 	// BootstrapPeerTypes holds the kind of each bootstrapPeers entry, index by index
 	// (LoadBalancer, ExternalIP, InternalIP, Static or ClusterDNS).
 	// +optional

@@ -281,6 +281,11 @@ func (in *PandaNetworkStatus) DeepCopyInto(out *PandaNetworkStatus) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.RetainedVolumes != nil {
+		in, out := &in.RetainedVolumes, &out.RetainedVolumes
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.BootstrapPeerTypes != nil {
 		in, out := &in.BootstrapPeerTypes, &out.BootstrapPeerTypes
 		*out = make([]AddressType, len(*in))
