@@ -607,6 +607,8 @@ func (r *PandaNetworkReconciler) reconcileStatefulSet(ctx context.Context, pn *p
 		} else if !ok {
 			sts.Spec.UpdateStrategy = desired.Spec.UpdateStrategy
 		}
+		// The rollout pace (see RolloutMinReadySeconds); an int, so equal means no write.
+		sts.Spec.MinReadySeconds = desired.Spec.MinReadySeconds
 		if ok, err := coveredBy(desired.Spec.PersistentVolumeClaimRetentionPolicy, sts.Spec.PersistentVolumeClaimRetentionPolicy); err != nil {
 			return err
 		} else if !ok {

@@ -92,6 +92,10 @@ func TestBuildStatefulSet(t *testing.T) {
 		*sts.Spec.Replicas != 3 || sts.Spec.ServiceName != "net-headless" {
 		t.Fatalf("spec = %+v", sts.Spec)
 	}
+	// Rolling updates pace themselves so edges can redial a restarted node (real-cluster e2e c).
+	if sts.Spec.MinReadySeconds < 15 {
+		t.Fatalf("minReadySeconds = %d, want >= 15", sts.Spec.MinReadySeconds)
+	}
 	pod := sts.Spec.Template.Spec
 	c := pod.Containers[0]
 	if c.Image != "img:v1" || !slices.Contains(c.Args, "--network-id=my-app") || !slices.Contains(c.Args, "--relay-service=true") ||

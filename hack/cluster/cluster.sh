@@ -141,6 +141,18 @@ EOF
 	chmod 600 "$kubeconfig"
 }
 
+# What the kubelet creates outside the work dir, if it did not exist before: removed by down.
+record_host_paths() {
+	: >"$CLUSTER_DIR/created"
+	# The kubelet keeps device-plugin sockets in /var/lib/kubelet whatever --root-dir says.
+	for p in /var/lib/kubelet /var/log/pods /var/log/containers; do
+		[ -e "$p" ] || echo "$p" >>"$CLUSTER_DIR/created"
+	done
+	for c in /sys/fs/cgroup/*/; do
+		[ -e "${c}kubepods" ] || echo "${c}kubepods" >>"$CLUSTER_DIR/created"
+	done
+}
+
 save_sysctls() {
 	: >"$CLUSTER_DIR/sysctls"
 	for s in "${SYSCTLS[@]}"; do
@@ -253,6 +265,7 @@ start_control_plane() {
 		--service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
 		--authorization-mode Node,RBAC \
 		--kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key" \
+		--kubelet-preferred-address-types InternalIP \
 		--allow-privileged=true
 	wait_for kube-apiserver 90 kubectl get --raw /readyz
 	start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
@@ -297,6 +310,7 @@ evictionHard: {memory.available: "1Mi", nodefs.available: "1%", imagefs.availabl
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
+podLogsDir: $CLUSTER_DIR/pod-logs
 EOF
 	start kubelet "$K8S_BIN/kubelet" --config "$CLUSTER_DIR/kubelet/config.yaml" \
 		--kubeconfig "$kubeconfig" --root-dir "$CLUSTER_DIR/kubelet/root" \
@@ -380,6 +394,7 @@ up() {
 	: >"$pids"
 	local t0=$SECONDS
 	save_sysctls
+	record_host_paths
 	gen_pki
 	make_bridge
 	write_cni
@@ -428,18 +443,23 @@ stop_pid() {
 
 down() {
 	[ "$(id -u)" = 0 ] || die "must run as root"
+	local name pid
 	if [ -s "$pids" ]; then
 		# Let the kubelet stop the pods (CNI DEL frees addresses and veths) while it still runs.
 		if kubectl get --raw /readyz >/dev/null 2>&1 && grep -q '^kubelet ' "$pids"; then
+			# No controller may re-create what is deleted: stop them first.
+			for name in kube-controller-manager kube-scheduler; do
+				pid=$(awk -v n="$name" '$1==n{print $2}' "$pids")
+				[ -z "$pid" ] || stop_pid "$name" "$pid"
+			done
 			kubectl delete pods --all -A --force --grace-period=0 --wait=false >/dev/null 2>&1 || true
-			local end=$((SECONDS + 30))
+			local end=$((SECONDS + 60))
 			while [ $SECONDS -lt $end ]; do
 				[ -z "$(ctr --address "$sock" -n k8s.io tasks ls -q 2>/dev/null)" ] && break
 				sleep 1
 			done
 		fi
 		# Reverse start order: node first, containerd last.
-		local name pid
 		tac "$pids" | while read -r name pid; do
 			[ "$name" = containerd ] && continue
 			stop_pid "$name" "$pid"
@@ -452,6 +472,28 @@ down() {
 		pid=$(awk '$1=="containerd"{print $2}' "$pids")
 		[ -z "$pid" ] || stop_pid containerd "$pid"
 		for pid in $(our_shims); do stop_pid containerd-shim "$pid"; done
+	fi
+	# libcni keeps a result per attachment in /var/lib/cni/results even with our own conf dir;
+	# the kubelet's CNI DEL removes them, this catches pods that were killed instead.
+	rm -f /var/lib/cni/results/pandanet-* 2>/dev/null || true
+	if [ -d "$CLUSTER_DIR/containerd/root" ]; then
+		for id in $(ls "$CLUSTER_DIR/containerd/state/io.containerd.grpc.v1.cri/sandboxes" 2>/dev/null); do
+			rm -f "/var/lib/cni/results/cni-loopback-$id-lo"
+		done
+	fi
+	# Pod log links the kubelet makes in the fixed /var/log/containers, pointing into our dir.
+	for l in /var/log/containers/*.log; do
+		[ -L "$l" ] && case "$(readlink "$l")" in "$CLUSTER_DIR"/*) rm -f "$l" ;; esac
+	done
+	# cgroups and directories the kubelet created outside the work dir (recorded at up).
+	if [ -f "$CLUSTER_DIR/created" ]; then
+		while read -r p; do
+			case "$p" in
+			/sys/fs/cgroup/*) [ -d "$p" ] && find "$p" -depth -type d -exec rmdir {} + 2>/dev/null ;;
+			*) rm -rf "$p" ;;
+			esac
+			[ ! -e "$p" ] || log "warning: could not remove $p"
+		done <"$CLUSTER_DIR/created"
 	fi
 	# Mounts under the work dir (netns, overlay snapshots, pod volumes), deepest first.
 	if [ -d "$CLUSTER_DIR" ]; then

@@ -107,7 +107,8 @@ func repoRoot() string {
 
 // suite is the state the scenarios share: one cluster, one network, one topic, two edges.
 type suite struct {
-	t      *testing.T
+	t      *testing.T // the running scenario
+	root   *testing.T // the whole run: owns what outlives one scenario (edge directories)
 	ctx    context.Context
 	cfg    config
 	c      client.Client
@@ -206,7 +207,7 @@ func TestEndToEnd(t *testing.T) {
 	cfg := loadConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
 	defer cancel()
-	s := &suite{t: t, ctx: ctx, cfg: cfg, c: newClient(t, cfg.kubeconfig),
+	s := &suite{t: t, root: t, ctx: ctx, cfg: cfg, c: newClient(t, cfg.kubeconfig),
 		ns:    "e2e-" + strconv.FormatInt(time.Now().Unix()%100000, 10),
 		topic: "e2e-topic-" + strconv.FormatInt(time.Now().UnixNano(), 36),
 		chart: filepath.Join(repoRoot(), "charts", "panda-operator"),
@@ -395,8 +396,8 @@ func (s *suite) bootstrapPeers() []string {
 // a. Edges bootstrapped only from status.bootstrapPeers; store-and-forward of 1,000 operations.
 func (s *suite) scenarioStoreAndForward(t *testing.T) {
 	boot := s.bootstrapPeers()
-	s.edgeA = newEdge(t, s, "edge-a")
-	s.edgeB = newEdge(t, s, "edge-b")
+	s.edgeA = newEdge(s.root, s, "edge-a")
+	s.edgeB = newEdge(s.root, s, "edge-b")
 	s.edgeA.start(boot)
 	s.edgeB.start(boot)
 	s.edgeA.waitClusterPeer()

@@ -30,6 +30,8 @@ type edge struct {
 	done    chan struct{}
 }
 
+// newEdge makes the edge's directory in t, which must outlive every scenario that uses the
+// edge (a scenario's TempDir is removed when that scenario ends, under the running process).
 func newEdge(t *testing.T, s *suite, name string) *edge {
 	dir := t.TempDir()
 	// The topic subscription survives restarts through the topics file.
