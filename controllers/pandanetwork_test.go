@@ -156,7 +156,7 @@ func TestPandaNetworkLifecycle(t *testing.T) {
 	c := sts.Spec.Template.Spec.Containers[0]
 	args := strings.Join(c.Args, " ")
 	for _, want := range []string{"--network-id=test-net", "--key-file=/etc/panda/identity/$(POD_NAME).key",
-		"--topics-file=/etc/panda/topics/topics", "--admin-listen=0.0.0.0:7070", "--mdns=false", "--public",
+		"--topics-file=/etc/panda/topics/topics", "--admin-listen=:7070", "--mdns=false", "--public",
 		"--relay-service=true", "--log-format=json", "--config=/etc/panda/config/$(POD_NAME).yaml"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %q lack %q", args, want)

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -65,5 +66,21 @@ func TestPodSettings(t *testing.T) {
 	if len(tmpl.Spec.ImagePullSecrets) != 1 || tmpl.Spec.ServiceAccountName != "panda" || tmpl.Spec.PriorityClassName != "high" ||
 		*tmpl.Spec.AutomountServiceAccountToken {
 		t.Errorf("pod settings %+v", tmpl.Spec)
+	}
+}
+
+// TestListenAddressesDualStack: the node listens on both address families (libp2p, admin
+// and metrics), so IPv6-only and dual-stack clusters reach it.
+func TestListenAddressesDualStack(t *testing.T) {
+	args := strings.Join(nodeArgs(unitNetwork()), " ")
+	for _, want := range []string{"--listen=/ip4/0.0.0.0/tcp/4001", "--listen=/ip6/::/tcp/4001",
+		"--listen=/ip4/0.0.0.0/udp/4001/quic-v1", "--listen=/ip6/::/udp/4001/quic-v1",
+		"--admin-listen=:7070", "--metrics-listen=:9464"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("args %q lack %q", args, want)
+		}
+	}
+	if strings.Contains(args, "0.0.0.0:") {
+		t.Errorf("an IPv4-only HTTP listen address: %s", args)
 	}
 }

@@ -36,9 +36,18 @@ func nodeArgs(pn *pandav1.PandaNetwork) []string {
 		"--key-file=" + IdentityDir + "/$(POD_NAME).key",
 		"--network-id=" + pn.Spec.NetworkID,
 		"--topics-file=" + TopicsDir + "/" + TopicsKey,
-		fmt.Sprintf("--admin-listen=0.0.0.0:%d", AdminPort),
+		// Empty host: Go listens on both IPv4 and IPv6 where the pod has both, and on the
+		// one family an IPv4-only or IPv6-only cluster gives it (0.0.0.0 would be
+		// unreachable on IPv6-only clusters, [::] fails where IPv6 is disabled).
+		fmt.Sprintf("--admin-listen=:%d", AdminPort),
 		"--admin-token-file=" + AdminDir + "/" + AdminTokenKey,
-		fmt.Sprintf("--metrics-listen=0.0.0.0:%d", MetricsPort),
+		fmt.Sprintf("--metrics-listen=:%d", MetricsPort),
+		// libp2p on both families: a listen address whose family the pod lacks fails
+		// alone, the node starts as long as one succeeds.
+		fmt.Sprintf("--listen=/ip4/0.0.0.0/tcp/%d", P2PPort),
+		fmt.Sprintf("--listen=/ip4/0.0.0.0/udp/%d/quic-v1", P2PPort),
+		fmt.Sprintf("--listen=/ip6/::/tcp/%d", P2PPort),
+		fmt.Sprintf("--listen=/ip6/::/udp/%d/quic-v1", P2PPort),
 		"--mdns=false",
 		"--public",
 		"--relay-service=" + strconv.FormatBool(relayEnabled(pn)),
