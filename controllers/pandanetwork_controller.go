@@ -274,6 +274,9 @@ func (r *PandaNetworkReconciler) reconcileObjects(ctx context.Context, pn *panda
 	if err := r.reconcilePDB(ctx, pn); err != nil {
 		return obs, err
 	}
+	if _, err := r.expandVolumes(ctx, pn); err != nil {
+		return obs, err
+	}
 	if err := r.reconcilePodMonitor(ctx, pn); err != nil {
 		return obs, err
 	}

@@ -120,3 +120,48 @@ func (r *PandaNetworkReconciler) retainedVolumes(ctx context.Context, pn *pandav
 	sort.Strings(out)
 	return out, nil
 }
+
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=patch
+
+// ReasonVolumeExpansionFailed: a PVC could not be expanded to spec.storage.size.
+const ReasonVolumeExpansionFailed = "VolumeExpansionFailed"
+
+// expandVolumes raises the storage request of every data PVC of the network that is
+// smaller than spec.storage.size (the StatefulSet's volumeClaimTemplates cannot change,
+// so the PVCs are patched; the CSI driver and kubelet grow the volume). A refusal (the
+// StorageClass does not allow expansion) is reported as a Warning event, per PVC.
+func (r *PandaNetworkReconciler) expandVolumes(ctx context.Context, pn *pandav1.PandaNetwork) (int, error) {
+	if pn.Spec.Storage.Size == nil {
+		return 0, nil
+	}
+	want := *pn.Spec.Storage.Size
+	var list corev1.PersistentVolumeClaimList
+	if err := r.APIReader.List(ctx, &list, client.InNamespace(pn.Namespace), client.MatchingLabels(selectorLabels(pn))); err != nil {
+		return 0, fmt.Errorf("list volumes of %s: %w", pn.Name, err)
+	}
+	prefix := dataVolume + "-" + statefulSetName(pn) + "-"
+	expanded := 0
+	for i := range list.Items {
+		pvc := &list.Items[i]
+		if !strings.HasPrefix(pvc.Name, prefix) {
+			continue
+		}
+		cur := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+		if cur.Cmp(want) >= 0 {
+			continue // same size in other units (1Gi vs 1024Mi) is no change
+		}
+		base := pvc.DeepCopy()
+		if pvc.Spec.Resources.Requests == nil {
+			pvc.Spec.Resources.Requests = corev1.ResourceList{}
+		}
+		pvc.Spec.Resources.Requests[corev1.ResourceStorage] = want
+		if err := r.Patch(ctx, pvc, client.MergeFrom(base)); err != nil {
+			r.event(pn, corev1.EventTypeWarning, ReasonVolumeExpansionFailed, "Expand",
+				"cannot expand %s from %s to %s: %v", pvc.Name, cur.String(), want.String(), err)
+			continue
+		}
+		expanded++
+		r.event(pn, corev1.EventTypeNormal, "VolumeExpanded", "Expand", "expanding %s from %s to %s", pvc.Name, cur.String(), want.String())
+	}
+	return expanded, nil
+}

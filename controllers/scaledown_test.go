@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	pandav1 "github.com/pandanet/pandanet/api/v1alpha1"
 )
@@ -70,4 +71,36 @@ func TestSafeScaleDown(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestExpandVolumes: a larger storage.size raises every smaller data PVC's request; the
+// same size in other units changes nothing.
+func TestExpandVolumes(t *testing.T) {
+	ctx := context.Background()
+	pn := unitNetwork()
+	pvc := func(name, size string) *corev1.PersistentVolumeClaim {
+		return &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", Labels: selectorLabels(pn)},
+			Spec: corev1.PersistentVolumeClaimSpec{Resources: corev1.VolumeResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)}}}}
+	}
+	c := fake.NewClientBuilder().WithScheme(testScheme).WithObjects(pvc("data-net-0", "1Gi"), pvc("data-net-1", "1024Mi"), pvc("other", "1Gi")).Build()
+	r := &PandaNetworkReconciler{Client: c, Scheme: testScheme, APIReader: c}
+	q := resource.MustParse("1024Mi")
+	pn.Spec.Storage.Size = &q
+	if n, err := r.expandVolumes(ctx, pn); err != nil || n != 0 {
+		t.Fatalf("same size in other units expanded %d volumes (%v)", n, err)
+	}
+	q = resource.MustParse("2Gi")
+	if n, err := r.expandVolumes(ctx, pn); err != nil || n != 2 {
+		t.Fatalf("expanded %d volumes (%v), want 2", n, err)
+	}
+	for name, want := range map[string]string{"data-net-0": "2Gi", "data-net-1": "2Gi", "other": "1Gi"} {
+		got := &corev1.PersistentVolumeClaim{}
+		if err := c.Get(ctx, keyOf("ns", name), got); err != nil {
+			t.Fatal(err)
+		}
+		if s := got.Spec.Resources.Requests[corev1.ResourceStorage]; s.Cmp(resource.MustParse(want)) != 0 {
+			t.Errorf("%s request %s, want %s", name, s.String(), want)
+		}
+	}
 }

@@ -158,8 +158,8 @@ func TestValidationRejectsBadSpecs(t *testing.T) {
 		want   string
 	}{
 		{"networkID change", func(p *pandav1.PandaNetwork) { p.Spec.NetworkID = "other-net" }, "networkID is immutable"},
-		{"storage size change", func(p *pandav1.PandaNetwork) { s := resource.MustParse("2Gi"); p.Spec.Storage.Size = &s }, "storage is immutable"},
-		{"storage class change", func(p *pandav1.PandaNetwork) { p.Spec.Storage.StorageClassName = ptr.To("fast") }, "storage is immutable"},
+		{"storage shrink", func(p *pandav1.PandaNetwork) { s := resource.MustParse("512Mi"); p.Spec.Storage.Size = &s }, "storage.size cannot shrink"},
+		{"storage class change", func(p *pandav1.PandaNetwork) { p.Spec.Storage.StorageClassName = ptr.To("fast") }, "storage.storageClassName is immutable"},
 	}
 	for _, tc := range updates {
 		t.Run(tc.name, func(t *testing.T) {
@@ -189,6 +189,24 @@ func TestValidationRejectsBadSpecs(t *testing.T) {
 		tr.Spec.NetworkRef.Name = "other"
 		expectInvalid(t, k8sClient.Patch(ctx, tr, client.MergeFrom(base)), "networkRef is immutable")
 	})
+	// The same size in other units, and growing, are allowed (volume expansion).
+	for _, size := range []string{"1024Mi", "2Gi"} {
+		t.Run("storage size "+size+" allowed", func(t *testing.T) {
+			eventually(t, "storage update", func() error {
+				cur := &pandav1.PandaNetwork{}
+				if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(pn), cur); err != nil {
+					return err
+				}
+				q := resource.MustParse(size)
+				cur.Spec.Storage.Size = &q
+				err := k8sClient.Update(ctx, cur)
+				if err != nil && !apierrors.IsConflict(err) {
+					t.Fatalf("storage.size %s rejected: %v", size, err)
+				}
+				return err
+			})
+		})
+	}
 	// A replicas-only change stays allowed.
 	t.Run("replicas change allowed", func(t *testing.T) {
 		// Retry only on conflicts (the controller writes status concurrently).

@@ -74,9 +74,11 @@ type Exposure struct {
 	PublicAddresses []PublicAddresses `json:"publicAddresses,omitempty"`
 }
 
-// Storage is the per-node PersistentVolumeClaim holding the SQLite store. It lives in the
-// StatefulSet's volumeClaimTemplates, which Kubernetes does not allow to change.
-// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="storage is immutable (it lives in the StatefulSet volumeClaimTemplates)"
+// Storage is the per-node PersistentVolumeClaim holding the SQLite store. The size may
+// grow (the operator expands every node's PVC when the StorageClass allows it; the same
+// size in other units is no change); the class is fixed.
+// +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="storage.storageClassName is immutable"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.size) || (has(self.size) && quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0)",message="storage.size cannot shrink (volumes can only be expanded)"
 // +kubebuilder:validation:XValidation:rule="!has(self.size) || quantity(string(self.size)).compareTo(quantity('64Mi')) >= 0",message="storage.size must be at least 64Mi"
 type Storage struct {
 	// Size of each node's volume.
@@ -137,7 +139,7 @@ type PandaNetworkSpec struct {
 	// +optional
 	Exposure Exposure `json:"exposure,omitempty"`
 
-	// Storage of each node. Immutable.
+	// Storage of each node: the size can grow, the class is fixed.
 	// +kubebuilder:default={}
 	// +optional
 	Storage Storage `json:"storage,omitempty"`
