@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -85,5 +86,66 @@ func TestCacheIgnoresUnrelatedObjects(t *testing.T) {
 			names = append(names, cm.Name)
 		}
 		t.Fatalf("cached configmaps %v, want only [ours]", names)
+	}
+}
+
+// TestCacheMemoryWithUnrelatedConfigMaps measures issue 11 item 7: the heap a synced
+// ConfigMap informer holds with 100 unrelated 500 KB ConfigMaps in the cluster, with an
+// unfiltered cache (as before CacheOptions) and with the operator's CacheOptions.
+func TestCacheMemoryWithUnrelatedConfigMaps(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	blob := strings.Repeat("x", 500<<10)
+	for i := range 100 {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("unrelated-%d", i), Namespace: ns},
+			Data: map[string]string{"blob": blob}}
+		if err := k8sClient.Create(ctx, cm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blob = ""
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	// growth starts a cache with opts, syncs a ConfigMap informer (the operator owns
+	// ConfigMaps, so it always has one) and returns the heap it added.
+	growth := func(opts cache.Options) int64 {
+		opts.Scheme = testScheme
+		cctx, cancel := context.WithCancel(ctx)
+		before := heap()
+		c, err := cache.New(testConfig, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- c.Start(cctx) }()
+		if _, err := c.GetInformer(cctx, &corev1.ConfigMap{}); err != nil {
+			t.Fatal(err)
+		}
+		if !c.WaitForCacheSync(cctx) {
+			t.Fatal("cache did not sync")
+		}
+		after := heap()
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		return int64(after) - int64(before)
+	}
+	const mib = 1 << 20
+	unfiltered := growth(cache.Options{})
+	filtered := growth(CacheOptions())
+	t.Logf("heap held by a synced ConfigMap informer with 100 unrelated 500 KB ConfigMaps: unfiltered %+.1f MiB, CacheOptions %+.1f MiB",
+		float64(unfiltered)/mib, float64(filtered)/mib)
+	if unfiltered < 40*mib {
+		t.Errorf("unfiltered cache grew only %.1f MiB: the measurement does not see the ConfigMaps", float64(unfiltered)/mib)
+	}
+	if filtered > 5*mib {
+		t.Errorf("filtered cache grew %.1f MiB with only unrelated ConfigMaps around", float64(filtered)/mib)
 	}
 }

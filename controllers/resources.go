@@ -79,12 +79,12 @@ func BuildPodTemplate(pn *pandav1.PandaNetwork, image string) corev1.PodTemplate
 	for k, v := range commonLabels(pn) {
 		labels[k] = v
 	}
-	probe := func(path string, failure int32) *corev1.Probe {
+	probe := func(path string, period, timeout, failure int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: path, Port: intstr.FromString("metrics"), Scheme: corev1.URISchemeHTTP,
 			}},
-			PeriodSeconds: 10, TimeoutSeconds: 3, FailureThreshold: failure,
+			PeriodSeconds: period, TimeoutSeconds: timeout, FailureThreshold: failure, SuccessThreshold: 1,
 		}
 	}
 	return corev1.PodTemplateSpec{
@@ -126,9 +126,17 @@ func BuildPodTemplate(pn *pandav1.PandaNetwork, image string) corev1.PodTemplate
 					{Name: "metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP},
 					{Name: "admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
 				},
-				Resources:      pn.Spec.Resources,
-				ReadinessProbe: probe("/readyz", 3),
-				LivenessProbe:  probe("/healthz", 6),
+				Resources: pn.Spec.Resources,
+				// docs/node-contract.md "Probes". Startup: /healthz says "starting" until the
+				// store is open (migrations, the start-up count) and the topics are open; up
+				// to StartupProbeSeconds, then the kubelet restarts a start that hangs.
+				// Liveness: the node's watchdog answers within 5 s; 6 misses in a row (a
+				// minute hung) restart it. Readiness: store writable, host listening and,
+				// after a start, caught up with the peers (at most --ready-catch-up-timeout,
+				// 2 min), so a rolling update waits for the restarted node to hold the data.
+				StartupProbe:   probe("/healthz", 5, 3, StartupProbeSeconds/5),
+				LivenessProbe:  probe("/healthz", 10, 8, 6),
+				ReadinessProbe: probe("/readyz", 10, 3, 3),
 				SecurityContext: &corev1.SecurityContext{
 					AllowPrivilegeEscalation: ptr.To(false),
 					ReadOnlyRootFilesystem:   ptr.To(true),
@@ -145,7 +153,10 @@ func BuildPodTemplate(pn *pandav1.PandaNetwork, image string) corev1.PodTemplate
 				},
 			}},
 			Volumes: []corev1.Volume{
-				// 0440 + fsGroup: the non-root node user reads the keys, nobody else.
+				// 0440 + fsGroup: the non-root node user reads the keys, nobody else (the
+				// kubelet adds group read for fsGroup to any mode; the node accepts 0440 on
+				// a read-only mount without a warning). Every pod mounts every ordinal's
+				// key and reads its own: one trust domain, see docs/node-contract.md.
 				{Name: "identity", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 					SecretName: identitySecretName(pn), DefaultMode: ptr.To(int32(0o440))}}},
 				{Name: "admin-token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
@@ -161,6 +172,10 @@ func BuildPodTemplate(pn *pandav1.PandaNetwork, image string) corev1.PodTemplate
 		},
 	}
 }
+
+// StartupProbeSeconds bounds a node's start (store open, migrations, opening the topics)
+// before the kubelet restarts it.
+const StartupProbeSeconds = 600
 
 // NodeShutdownTimeout is panda-node's bound on its graceful shutdown in seconds: the
 // admin drain (adminDrainTimeout) then closing the node and flushing the store

@@ -105,6 +105,19 @@ func TestBuildStatefulSet(t *testing.T) {
 	if c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe.HTTPGet.Path != "/healthz" {
 		t.Errorf("probes %+v %+v", c.ReadinessProbe, c.LivenessProbe)
 	}
+	// A start that hangs is restarted after a bounded time; liveness gives the node's own
+	// 5 s watchdog (cmd/node livenessBound) time to answer and restarts after about a
+	// minute hung; readiness gives its 2 s check (internal/metrics readyTimeout) time.
+	if sp := c.StartupProbe; sp == nil || sp.HTTPGet.Path != "/healthz" ||
+		sp.PeriodSeconds*sp.FailureThreshold != StartupProbeSeconds {
+		t.Errorf("startup probe %+v", sp)
+	}
+	if lp := c.LivenessProbe; lp.TimeoutSeconds <= 5 || lp.PeriodSeconds*lp.FailureThreshold < 60 {
+		t.Errorf("liveness probe %+v", lp)
+	}
+	if rp := c.ReadinessProbe; rp.TimeoutSeconds <= 2 {
+		t.Errorf("readiness probe %+v", rp)
+	}
 	if !*c.SecurityContext.ReadOnlyRootFilesystem || !*pod.SecurityContext.RunAsNonRoot {
 		t.Errorf("security context")
 	}

@@ -236,7 +236,10 @@ func newTestDaemon(t *testing.T, extra ...string) *daemon_ {
 	d.peerID = id.PeerID
 	d.args = append([]string{"run", "--data-dir", d.dir, "--key-file", d.keyFile,
 		"--listen", "/ip4/127.0.0.1/tcp/" + d.p2pPort, "--mdns=false", "--network-id", "pandanet-cli-test",
-		"--admin-listen", d.admin, "--metrics-listen", d.metrics, "--log-level", "debug"}, extra...)
+		"--admin-listen", d.admin, "--metrics-listen", d.metrics, "--log-level", "debug",
+		// start waits for /readyz; these tests restart nodes whose peers are down, where
+		// the catch-up wait (TestRunDaemonProbes) would only add its timeout.
+		"--ready-catch-up-timeout", "0"}, extra...)
 	return d
 }
 

@@ -40,6 +40,10 @@ type daemon struct {
 	// file); 0 means no cap.
 	maxAPITopics int
 
+	// catchUp holds readiness back until the topics of the file caught up after the start
+	// (nil: no wait). Set before the first topic opens.
+	catchUp *catchUp
+
 	// afterEvent, if set, is called after each event was fanned out (tests only).
 	afterEvent func(admin.Event)
 }
@@ -146,6 +150,7 @@ func (d *daemon) run(r *topicRunner) {
 			// each operation through the admin API once it has processed it, and every
 			// frontier subscription is first sent what is not acknowledged yet.
 			r.fanout(ev, d.log)
+			d.catchUp.observe(r.topic, ev)
 			if ev.Type == admin.EventProcessingFailed {
 				d.log.Warn("operation rejected", "topic", r.name, "hash", ev.Hash, "source", ev.Source, "peer", ev.Peer, "err", ev.Error)
 			}
@@ -225,6 +230,7 @@ func (d *daemon) applyTopics(ctx context.Context, ch config.TopicsChange) {
 			}
 		}
 		d.mu.Unlock()
+		d.catchUp.drop(t.Topic, "removed from the topics file")
 		if ok {
 			d.closeTopic(r)
 			if !t.Policy.IsZero() {

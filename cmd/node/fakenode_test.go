@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pandanet/pandanet/internal/admin"
 	"github.com/pandanet/pandanet/internal/config"
@@ -35,6 +36,29 @@ type memNode struct {
 	// whether its policy was installed before the topic was first opened.
 	policies            map[operation.Topic]policy.Policy
 	policySetBeforeOpen map[operation.Topic]bool
+	// hung, while set, makes Alive wait for its context like a node whose writer is stuck.
+	hung atomic.Bool
+}
+
+func (n *memNode) Alive(ctx context.Context) error {
+	if n.hung.Load() {
+		<-ctx.Done()
+		return fmt.Errorf("store writer hung: %w", ctx.Err())
+	}
+	return nil
+}
+
+// emit delivers a stream event on an open topic, as the node does for sync events.
+func (n *memNode) emit(t operation.Topic, ev admin.Event) error {
+	n.mu.Lock()
+	s := n.open[t]
+	n.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("topic %s is not open", t)
+	}
+	ev.Topic = t.String()
+	s.events <- ev
+	return nil
 }
 
 func (n *memNode) SetTopicPolicy(_ context.Context, t operation.Topic, p policy.Policy) error {

@@ -40,6 +40,9 @@ type daemonNode interface {
 	Reconfigure(cfg *config.Config) error
 	// Ready returns nil when the store is open and the host is listening.
 	Ready(ctx context.Context) error
+	// Alive returns nil unless the node is hung (its store writer neither answers a probe
+	// nor makes progress before ctx ends).
+	Alive(ctx context.Context) error
 	// Close stops networking and flushes and closes the store.
 	Close() error
 }

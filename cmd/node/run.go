@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/pandanet/pandanet/internal/admin"
 	"github.com/pandanet/pandanet/internal/config"
@@ -79,10 +80,25 @@ func loadKey(cfg *config.Config, log *slog.Logger) (operation.PrivateKey, error)
 	}
 	if created {
 		log.Info("created identity key", "key_file", cfg.KeyFile)
-	} else if fi, err := os.Stat(cfg.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+	} else if fi, err := os.Stat(cfg.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 && !mountedSecret(cfg.KeyFile, fi.Mode().Perm()) {
 		log.Warn("identity key file is readable by group or others; chmod 600 it", "key_file", cfg.KeyFile, "mode", fi.Mode().Perm().String())
 	}
 	return key, nil
+}
+
+// mountedSecret reports whether a key file with group access is a mounted secret: on a
+// read-only mount, readable by owner and group only, writable by nobody. That is how the
+// kubelet mounts a Secret for a non-root pod (root owns the file, the pod's fsGroup reads
+// it, and the kubelet adds group read to whatever mode the pod asks for), so there is
+// nothing to chmod and no warning to give. Anything readable by others, or writable, or on
+// a writable file system (a laptop, a shared host) still warns.
+func mountedSecret(path string, perm os.FileMode) bool {
+	return perm&0o337 == 0 && readOnlyMount(path)
+}
+
+// readOnlyMount reports whether path lies on a read-only mount (a variable for tests).
+var readOnlyMount = func(path string) bool {
+	return errors.Is(unix.Access(path, unix.W_OK), unix.EROFS)
 }
 
 // Shutdown and connection timeouts of the daemon's HTTP servers. Variables so tests can
@@ -98,6 +114,9 @@ var (
 	// connection may wait for its next request.
 	headerTimeout = 10 * time.Second
 	idleTimeout   = 60 * time.Second
+	// livenessBound is how long one /healthz check waits for the node to answer before it
+	// reports the node hung (the pod's liveness probe allows a little more).
+	livenessBound = 5 * time.Second
 )
 
 // runDaemon runs the node until ctx ends (SIGTERM/SIGINT) or a server fails. load builds
@@ -126,6 +145,7 @@ type lifecycle struct {
 	key                operation.PrivateKey
 	metricsLn, adminLn net.Listener
 	running            atomic.Pointer[daemonNode] // set while the node serves (readiness)
+	started            atomic.Bool                // the node has served (liveness)
 	metricsSrv         *http.Server
 	adminSrv           *http.Server
 	adminAPI           *admin.Server
@@ -134,7 +154,7 @@ type lifecycle struct {
 }
 
 // prepare creates and locks the data dir, loads the key and binds the HTTP ports (before
-// the node starts, so a taken port fails fast and /healthz answers while the node starts).
+// the node starts, so a taken port fails fast and /healthz answers "starting" meanwhile).
 func (lc *lifecycle) prepare() error {
 	cfg := lc.cfg
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -178,7 +198,26 @@ func (lc *lifecycle) ready(ctx context.Context) error {
 	if n == nil {
 		return errors.New("starting")
 	}
-	return (*n).Ready(ctx)
+	if err := (*n).Ready(ctx); err != nil {
+		return err
+	}
+	return lc.topics.catchUp.err(time.Now())
+}
+
+// alive is /healthz: "starting" until the node runs (a pod's startup probe bounds how long
+// a start may take, so a start that hangs is restarted too), nil while it stops (the
+// termination grace period bounds that), else the node's watchdog within livenessBound.
+func (lc *lifecycle) alive(ctx context.Context) error {
+	n := lc.running.Load()
+	if n == nil {
+		if !lc.started.Load() {
+			return errors.New("starting")
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, livenessBound)
+	defer cancel()
+	return (*n).Alive(ctx)
 }
 
 func newHTTPServer(h http.Handler) *http.Server {
@@ -199,7 +238,7 @@ func (lc *lifecycle) run(ctx context.Context) error {
 	cfg, log := lc.cfg, lc.log
 	g, gctx := errgroup.WithContext(ctx)
 	if lc.metricsLn != nil {
-		lc.metricsSrv = newHTTPServer(metrics.Handler(lc.metrics.Registry, lc.ready))
+		lc.metricsSrv = newHTTPServer(metrics.Handler(lc.metrics.Registry, lc.ready, lc.alive))
 		serve(g, "metrics", lc.metricsSrv, lc.metricsLn)
 		log.Info("serving metrics", "addr", lc.metricsLn.Addr().String())
 	}
@@ -221,6 +260,15 @@ func (lc *lifecycle) run(ctx context.Context) error {
 	lc.node = node
 	lc.topics = newDaemon(node, log, lc.metrics, cfg.AckPolicy, version)
 	lc.topics.maxAPITopics = cfg.MaxAPITopics
+	// Readiness waits for a catch-up only where there are peers to catch up with: a node
+	// without bootstrap peers (a single replica, a laptop) is ready at once.
+	if cfg.ReadyCatchUpTimeout > 0 && len(cfg.Bootstrap) > 0 {
+		ids := make([]operation.Topic, 0, len(cfg.Topics))
+		for _, t := range cfg.Topics {
+			ids = append(ids, t.Topic)
+		}
+		lc.topics.catchUp = newCatchUp(ids, time.Now().Add(cfg.ReadyCatchUpTimeout), log)
+	}
 	for _, t := range cfg.Topics {
 		if _, err := lc.topics.ensure(ctx, t, true); err != nil {
 			stopMetrics()
@@ -228,6 +276,7 @@ func (lc *lifecycle) run(ctx context.Context) error {
 		}
 	}
 	lc.running.Store(&node)
+	lc.started.Store(true)
 
 	lc.watchTopicsFile(g, gctx)
 	lc.watchConfigFile(g, gctx)

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 
 	"github.com/pandanet/pandanet/internal/admin"
 	"github.com/pandanet/pandanet/internal/config"
+	"github.com/pandanet/pandanet/pkg/operation"
 )
 
 // TestRunDaemonGracefulShutdown runs the daemon in-process on an in-memory node: a publish
@@ -168,5 +171,149 @@ func TestRunDaemonShutdownWithSlowClients(t *testing.T) {
 	}
 	if !mem.closed {
 		t.Fatal("node not closed")
+	}
+}
+
+// httpGet returns the status code and body of url.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestRunDaemonProbes: /healthz says "starting" until the node runs, then follows the
+// node's watchdog (503 while the node is hung; before: always 200), and after a start /readyz waits until every topic of the file
+// finished a catch-up sync with a peer: a failed sync does not count, one synced topic of
+// two is not enough.
+func TestRunDaemonProbes(t *testing.T) {
+	mem := newMemNode()
+	orig, origBound := openNode, livenessBound
+	opening := make(chan struct{})
+	openNode = func(context.Context, nodeParams) (daemonNode, error) { <-opening; return mem, nil }
+	livenessBound = 200 * time.Millisecond
+	defer func() { openNode, livenessBound = orig, origBound }()
+
+	dir := t.TempDir()
+	topics := filepath.Join(dir, "topics")
+	if err := os.WriteFile(topics, []byte("alpha\nbeta\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := freeAddr(t)
+	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
+	config.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--data-dir", dir, "--admin-listen", "", "--metrics-listen", metricsAddr,
+		"--topics-file", topics, "--bootstrap", "/ip4/127.0.0.1/tcp/1/p2p/" + mem.PeerID()}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(fs, func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- runDaemon(ctx, cfg, nil, io.Discard) }()
+	base := "http://" + metricsAddr
+	// While the node opens, liveness says "starting" (the startup probe bounds a start).
+	waitFor(t, 20*time.Second, "/healthz answering", func() bool {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return true
+	})
+	if code, body := httpGet(t, base+"/healthz"); code != 503 || !strings.Contains(body, "starting") {
+		t.Fatalf("/healthz while the node opens = %d %q", code, body)
+	}
+	close(opening)
+	waitFor(t, 20*time.Second, "both topics open", func() bool {
+		return mem.isOpen(topicOf("alpha").Topic) && mem.isOpen(topicOf("beta").Topic)
+	})
+	waitFor(t, 20*time.Second, "/healthz 200 once the node runs", func() bool {
+		code, _ := httpGet(t, base+"/healthz")
+		return code == 200
+	})
+	if code, body := httpGet(t, base+"/readyz"); code != 503 || !strings.Contains(body, "2 of 2 topics") {
+		t.Fatalf("/readyz before any sync = %d %q", code, body)
+	}
+	alpha, beta := topicOf("alpha").Topic, topicOf("beta").Topic
+	// A failed session does not count. The topic's runner handles events in order, so once
+	// it took the SyncStarted that follows, the failed SyncEnded was fully handled.
+	for _, ev := range []admin.Event{
+		{Type: admin.EventSyncEnded, Peer: "p1", Error: "stream reset"},
+		{Type: admin.EventSyncStarted, Peer: "p1"},
+	} {
+		if err := mem.emit(alpha, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, "alpha's events handled", func() bool {
+		mem.mu.Lock()
+		defer mem.mu.Unlock()
+		return len(mem.open[alpha].events) == 0
+	})
+	if code, body := httpGet(t, base+"/readyz"); code != 503 || !strings.Contains(body, "2 of 2 topics") {
+		t.Fatalf("/readyz after a failed sync = %d %q", code, body)
+	}
+	if err := mem.emit(alpha, admin.Event{Type: admin.EventSyncEnded, Peer: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "alpha caught up", func() bool {
+		_, body := httpGet(t, base+"/readyz")
+		return strings.Contains(body, "1 of 2 topics")
+	})
+	if err := mem.emit(beta, admin.Event{Type: admin.EventSyncEnded, Peer: "p2"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "ready after both topics synced", func() bool {
+		code, _ := httpGet(t, base+"/readyz")
+		return code == 200
+	})
+
+	mem.hung.Store(true)
+	if code, body := httpGet(t, base+"/healthz"); code != 503 || !strings.Contains(body, "hung") {
+		t.Fatalf("/healthz of a hung node = %d %q", code, body)
+	}
+	mem.hung.Store(false)
+	if code, body := httpGet(t, base+"/healthz"); code != 200 {
+		t.Fatalf("/healthz after the node moved again = %d %q", code, body)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("runDaemon: %v", err)
+	}
+	http.DefaultClient.CloseIdleConnections()
+}
+
+// The catch-up wait is bounded: past the deadline the node is ready whatever is still
+// missing, and stays ready; with no topics there is nothing to wait for.
+func TestCatchUpDeadline(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := newCatchUp([]operation.Topic{topicOf("a").Topic, topicOf("b").Topic}, start.Add(2*time.Minute), quietLog())
+	if err := c.err(start.Add(time.Minute)); err == nil || !strings.Contains(err.Error(), "2 of 2") {
+		t.Fatalf("before the deadline: %v", err)
+	}
+	c.observe(topicOf("a").Topic, admin.Event{Type: admin.EventSyncEnded})
+	if err := c.err(start.Add(time.Minute)); err == nil || !strings.Contains(err.Error(), "1 of 2") {
+		t.Fatalf("one topic synced: %v", err)
+	}
+	if err := c.err(start.Add(2 * time.Minute)); err != nil {
+		t.Fatalf("at the deadline: %v", err)
+	}
+	if err := c.err(start.Add(time.Minute)); err != nil {
+		t.Fatalf("caught up is final: %v", err)
+	}
+	if err := newCatchUp(nil, start, quietLog()).err(start.Add(-time.Hour)); err != nil {
+		t.Fatalf("no topics: %v", err)
+	}
+	var none *catchUp
+	if err := none.err(start); err != nil {
+		t.Fatalf("no wait configured: %v", err)
 	}
 }

@@ -221,6 +221,10 @@ func (l *libNode) Ready(ctx context.Context) error {
 	return nil
 }
 
+// Alive is the node's own watchdog (node.Alive): the store writer answers or makes
+// progress within ctx.
+func (l *libNode) Alive(ctx context.Context) error { return l.n.Alive(ctx) }
+
 func (l *libNode) pollStoreSize() {
 	defer l.wg.Done()
 	t := time.NewTicker(storeStatsInterval)

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
@@ -80,6 +81,10 @@ type Config struct {
 
 	// MaxAPITopics caps the topics opened through the admin API (0: no cap).
 	MaxAPITopics int
+
+	// ReadyCatchUpTimeout bounds how long readiness waits after start for every topic of
+	// the topics file to finish a catch-up sync with a peer (0: no wait).
+	ReadyCatchUpTimeout time.Duration
 
 	// raw holds every option's resolved text, for Changed.
 	raw map[string][]string
@@ -146,6 +151,7 @@ var options = []option{
 	{name: "log-level", kind: kindString, def: "info", usage: "log level: debug, info, warn or error"},
 	{name: "ack-policy", kind: kindString, def: "automatic", usage: "acknowledge delivered operations automatic or explicit (explicit: clients ack each operation through the admin API)"},
 	{name: "max-api-topics", kind: kindString, def: "1024", usage: "most topics the admin API may open besides those of --topics-file; 0 for no limit"},
+	{name: "ready-catch-up-timeout", kind: kindString, def: "2m", usage: "after start, /readyz waits until every topic of --topics-file finished a catch-up sync with a peer, or this long; only with --bootstrap peers; 0 for no wait"},
 }
 
 // EnvName returns the environment variable for a flag name: "data-dir" → "PANDA_DATA_DIR".
@@ -447,6 +453,11 @@ func build(vals map[string]value) (*Config, error) {
 		return nil, bad("max-api-topics", vals["max-api-topics"].str, errors.New("must be a number >= 0"))
 	}
 	c.MaxAPITopics = n
+	d, err := time.ParseDuration(strings.TrimSpace(vals["ready-catch-up-timeout"].str))
+	if err != nil || d < 0 {
+		return nil, bad("ready-catch-up-timeout", vals["ready-catch-up-timeout"].str, errors.New("must be a duration >= 0 such as 2m or 90s"))
+	}
+	c.ReadyCatchUpTimeout = d
 	return c, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -68,6 +69,9 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.LogFormat != LogText || c.LogLevel != slog.LevelInfo || c.AckPolicy != AckAutomatic {
 		t.Errorf("log/ack = %v %v %v", c.LogFormat, c.LogLevel, c.AckPolicy)
+	}
+	if c.ReadyCatchUpTimeout != 2*time.Minute {
+		t.Errorf("ReadyCatchUpTimeout = %v, want 2m", c.ReadyCatchUpTimeout)
 	}
 }
 
@@ -192,6 +196,8 @@ func TestInvalidValues(t *testing.T) {
 		{"empty data dir flag", []string{"--data-dir", ""}, nil, "", "data-dir", []string{"must not be empty"}},
 		{"empty data dir env", nil, map[string]string{"PANDA_DATA_DIR": ""}, "", "data-dir", []string{"env PANDA_DATA_DIR", "must not be empty"}},
 		{"max api topics", []string{"--max-api-topics", "-1"}, nil, "", "max-api-topics", []string{">= 0"}},
+		{"catch-up timeout unit", []string{"--ready-catch-up-timeout", "120"}, nil, "", "ready-catch-up-timeout", []string{`"120"`, "duration"}},
+		{"catch-up timeout negative", nil, map[string]string{"PANDA_READY_CATCH_UP_TIMEOUT": "-1s"}, "", "ready-catch-up-timeout", []string{">= 0"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -94,7 +94,9 @@ func TestHandler(t *testing.T) {
 	m := New()
 	m.OperationIngested(SourceLocal)
 	var readyErr error = errors.New("store not open")
-	srv := httptest.NewServer(Handler(m.Registry, func(context.Context) error { return readyErr }))
+	var liveErr error
+	srv := httptest.NewServer(Handler(m.Registry, func(context.Context) error { return readyErr },
+		func(context.Context) error { return liveErr }))
 	defer srv.Close()
 
 	code, body := get(t, srv, "/metrics")
@@ -105,6 +107,12 @@ func TestHandler(t *testing.T) {
 	if code, body := get(t, srv, "/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz = %d %q", code, body)
 	}
+	// Liveness follows the node's own check (before: always 200 while HTTP was served).
+	liveErr = errors.New("store writer hung")
+	if code, body := get(t, srv, "/healthz"); code != 503 || !strings.Contains(body, "store writer hung") {
+		t.Errorf("/healthz of a hung node = %d %q", code, body)
+	}
+	liveErr = nil
 	if code, body := get(t, srv, "/readyz"); code != 503 || !strings.Contains(body, "store not open") {
 		t.Errorf("/readyz = %d %q", code, body)
 	}

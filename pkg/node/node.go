@@ -316,6 +316,36 @@ func (n *Node) Close() error {
 	return errors.Join(nerr, perr, n.store.Close())
 }
 
+// alivePoll is how often Alive retries the node's lock while it is held.
+const alivePoll = 20 * time.Millisecond
+
+// Alive reports whether the node still makes progress, for a liveness probe (a hung node
+// is one a restart would fix). It returns nil once the node's lock is free and the store
+// writer answers a barrier or finishes a batch (a busy writer is alive; a store error such
+// as a full disk is not a hang). ctx's deadline bounds the check: an error says what did
+// not answer in time. After Close it returns ErrClosed.
+func (n *Node) Alive(ctx context.Context) error {
+	for !n.mu.TryLock() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node: lock held for the whole probe: %w", context.Cause(ctx))
+		case <-time.After(alivePoll):
+		}
+	}
+	closed := n.closed
+	n.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if err := n.pipe.Probe(ctx); err != nil {
+		if errors.Is(err, pipeline.ErrClosed) {
+			return ErrClosed
+		}
+		return fmt.Errorf("node: %w", err)
+	}
+	return nil
+}
+
 // sourceOf returns where a result's operation came from; local publishes carry no source.
 func sourceOf(r pipeline.Result) Source {
 	if src, ok := r.Source.(Source); ok && src != nil {

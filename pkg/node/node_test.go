@@ -739,3 +739,31 @@ func (n *Node) streamedTopics() []operation.Topic {
 	sort.Slice(out, func(i, j int) bool { return string(out[i][:]) < string(out[j][:]) })
 	return out
 }
+
+// Alive answers for a working node, names what is stuck when the node's lock is held past
+// the probe's deadline, and returns ErrClosed after Close. (A hung store writer is
+// pipeline.TestProbeDetectsHungWriter.)
+func TestAlive(t *testing.T) {
+	n := newNode(t)
+	ctx := testCtx(t)
+	if err := n.Alive(ctx); err != nil {
+		t.Fatalf("working node: %v", err)
+	}
+	n.mu.Lock()
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	err := n.Alive(short)
+	cancel()
+	n.mu.Unlock()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("node lock held: Alive = %v, want a deadline error", err)
+	}
+	if err := n.Alive(ctx); err != nil {
+		t.Fatalf("lock free again: %v", err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Alive(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("closed node: Alive = %v, want ErrClosed", err)
+	}
+}

@@ -751,3 +751,50 @@ func (p *Pipeline) Stats() Stats {
 	p.stats.mu.Unlock()
 	return s
 }
+
+// --- liveness ----------------------------------------------------------------------------
+
+// probePoll is how often Probe looks for a committed batch while its barrier waits.
+const probePoll = 50 * time.Millisecond
+
+// Probe reports whether the writer still makes progress (a liveness check). It queues a
+// barrier (Flush) and returns nil as soon as the writer answers it, or, while the barrier
+// waits behind a backlog, as soon as the writer finishes any batch: a busy writer is alive.
+// A store error answering the barrier (a full disk) counts as an answer: restarting would
+// not help, readiness reports it. Otherwise it returns an error once ctx ends, so the
+// caller's deadline is the bound on "hung".
+func (p *Pipeline) Probe(ctx context.Context) error {
+	before := p.stats.batches.Load()
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Flush(fctx) }()
+	tick := time.NewTicker(probePoll)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			switch {
+			case err == nil:
+				return nil
+			case errors.Is(err, ErrClosed):
+				return ErrClosed
+			case ctx.Err() != nil: // the barrier gave up waiting
+				return p.hung(ctx)
+			default: // the writer answered, with a store error
+				return nil
+			}
+		case <-tick.C:
+			if p.stats.batches.Load() != before {
+				return nil
+			}
+		case <-ctx.Done():
+			return p.hung(ctx)
+		}
+	}
+}
+
+func (p *Pipeline) hung(ctx context.Context) error {
+	return fmt.Errorf("store writer hung: it neither answered a barrier nor finished a batch (%d batches so far): %w",
+		p.stats.batches.Load(), context.Cause(ctx))
+}

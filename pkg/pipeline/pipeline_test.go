@@ -339,3 +339,37 @@ func TestCloseFlushesAcceptedOperations(t *testing.T) {
 		t.Fatalf("submit after close: %v", err)
 	}
 }
+
+// A writer stuck in one transaction (a hung disk, a lock that never comes) fails Probe
+// within the caller's deadline; once it moves again Probe passes.
+func TestProbeDetectsHungWriter(t *testing.T) {
+	p, _, _ := newPipeline(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Probe(ctx); err != nil {
+		t.Fatalf("idle writer: %v", err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	stuck := make(chan error, 1)
+	go func() {
+		stuck <- p.onWriter(context.Background(), func() error { close(entered); <-release; return nil })
+	}()
+	<-entered
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	err := p.Probe(short)
+	cancelShort()
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hung writer: Probe = %v, want a deadline error", err)
+	}
+	close(release)
+	if err := <-stuck; err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Probe(ctx); err != nil {
+		t.Fatalf("writer moving again: %v", err)
+	}
+	p.Close()
+	if err := p.Probe(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("closed pipeline: Probe = %v, want ErrClosed", err)
+	}
+}
