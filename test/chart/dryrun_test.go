@@ -72,6 +72,9 @@ func TestManifestsServerSideDryRun(t *testing.T) {
 		"kustomize config/default": func(t *testing.T) []*unstructured.Unstructured {
 			return kustomizeBuild(t, filepath.Join(root, "config", "default"))
 		},
+		"kustomize config/namespaced": func(t *testing.T) []*unstructured.Unstructured {
+			return kustomizeBuild(t, filepath.Join(root, "config", "namespaced"))
+		},
 		"config/samples": func(t *testing.T) []*unstructured.Unstructured {
 			return samples(t, filepath.Join(root, "config", "samples"))
 		},
