@@ -14,8 +14,16 @@ type NodeTopicStatus struct {
 	Topic      string `json:"topic"`
 	Operations int64  `json:"operations"`
 	Authors    int64  `json:"authors"`
+	// Logs are the heights of the author logs the node stores (highest seq number each).
+	Logs []NodeLogStatus `json:"logs,omitempty"`
 	// Policy is present when the topic has a write policy on the node (docs/policy.md).
 	Policy *NodeTopicPolicy `json:"policy,omitempty"`
+}
+
+// NodeLogStatus is one author log of a node's topic and its height.
+type NodeLogStatus struct {
+	Author string `json:"author"`
+	Height uint64 `json:"height"`
 }
 
 // NodeTopicPolicy is the part of a node's topic policy report the operator shows: stored

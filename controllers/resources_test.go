@@ -376,6 +376,57 @@ func TestTopicStatusesAndReadiness(t *testing.T) {
 	}
 }
 
+// Ready means synced (issue 11 item 8): every node listing the topic is not enough when one
+// of them lacks more than TopicSyncLagBound operations; Behind says how many, per author
+// log heights (a missing log counts height+1), or per operation count for nodes that
+// report no logs.
+func TestTopicReadyMeansSynced(t *testing.T) {
+	chat := canonicalID("chat")
+	a, b := strings.Repeat("aa", 32), strings.Repeat("bb", 32)
+	report := func(pod string, logs ...NodeLogStatus) nodeReport {
+		ops := int64(0)
+		for _, l := range logs {
+			ops += int64(l.Height) + 1
+		}
+		return nodeReport{pod: pod, topics: []NodeTopicStatus{{Topic: chat, Operations: ops, Logs: logs}}}
+	}
+	// net-1 has author a's log 150 entries short and lacks author b's log (seq 0..4).
+	st := BuildTopicStatuses([]string{"chat"}, []nodeReport{
+		report("net-0", NodeLogStatus{Author: a, Height: 199}, NodeLogStatus{Author: b, Height: 4}),
+		report("net-1", NodeLogStatus{Author: strings.ToUpper(a), Height: 49}),
+		report("net-2", NodeLogStatus{Author: a, Height: 199}, NodeLogStatus{Author: b, Height: 4}),
+	})
+	got := []int64{st[0].Nodes[0].Behind, st[0].Nodes[1].Behind, st[0].Nodes[2].Behind}
+	if !slices.Equal(got, []int64{0, 155, 0}) {
+		t.Fatalf("behind = %v, want [0 155 0]", got)
+	}
+	c := TopicReadyCondition(1, []string{"chat"}, 3, st, nil)
+	if c.Status != metav1.ConditionFalse || c.Reason != pandav1.ReasonProgressing ||
+		!strings.Contains(c.Message, "net-1 lacks 155 operations of chat") {
+		t.Fatalf("a node 155 operations behind: %+v", c)
+	}
+	// Within the bound (operations arriving between the polls of two nodes) is synced.
+	st = BuildTopicStatuses([]string{"chat"}, []nodeReport{
+		report("net-0", NodeLogStatus{Author: a, Height: 199}),
+		report("net-1", NodeLogStatus{Author: a, Height: 199 - pandav1.TopicSyncLagBound}),
+	})
+	if c := TopicReadyCondition(1, []string{"chat"}, 2, st, nil); c.Status != metav1.ConditionTrue || c.Reason != pandav1.ReasonAllNodesSynced {
+		t.Fatalf("lag at the bound: %+v (behind %d)", c, st[0].Nodes[1].Behind)
+	}
+	// Nodes without logs in their report are compared by operation count.
+	st = BuildTopicStatuses([]string{"chat"}, []nodeReport{
+		{pod: "net-0", topics: []NodeTopicStatus{{Topic: chat, Operations: 500}}},
+		{pod: "net-1", topics: []NodeTopicStatus{{Topic: chat, Operations: 200}}},
+	})
+	if st[0].Nodes[1].Behind != 300 {
+		t.Fatalf("behind by count = %d, want 300", st[0].Nodes[1].Behind)
+	}
+	// Zero replicas: nothing holds the topics, so not Ready (was AllNodesSubscribed=True).
+	if c := TopicReadyCondition(1, []string{"chat"}, 0, nil, nil); c.Status != metav1.ConditionFalse || c.Reason != pandav1.ReasonNoNodes {
+		t.Fatalf("0 replicas: %+v", c)
+	}
+}
+
 func TestHTTPNodeStatusClient(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -22,7 +22,12 @@ const (
 const (
 	ReasonNetworkNotFound = "NetworkNotFound"
 	ReasonProgressing     = "Progressing"
-	ReasonAllNodesSynced  = "AllNodesSubscribed"
+	// ReasonAllNodesSynced: every node holds every topic, none lacking more than
+	// TopicSyncLagBound operations of the most complete node (it was "AllNodesSubscribed"
+	// while Ready meant only "listed by every node").
+	ReasonAllNodesSynced = "AllNodesSynced"
+	// ReasonNoNodes: the network is scaled to zero, so no node holds the topics.
+	ReasonNoNodes = "NoNodes"
 
 	// ConditionQuotaNearlyFull is True while a node stores at least 90% of a quota of the
 	// replica's topics; a Warning event of the same reason is recorded when it turns True.
@@ -132,7 +137,17 @@ type TopicNodeStatus struct {
 	// by reason (not_writer, over_quota, retention); absent when it refused none.
 	// +optional
 	Refused map[string]int64 `json:"refused,omitempty"`
+	// Behind is how many operations of the topic this node lacks compared with the nodes
+	// that hold most of each author's log (the sum, over the logs, of the highest height
+	// any node reports minus this node's); absent when the node is in sync.
+	// +optional
+	Behind int64 `json:"behind,omitempty"`
 }
+
+// TopicSyncLagBound is the most operations a node may lack of a topic (TopicNodeStatus.Behind)
+// and still count as synced for Ready: the nodes are polled one after another while
+// operations keep arriving, so equal heights are not required at every instant.
+const TopicSyncLagBound = 100
 
 // TopicStatus lists the nodes that hold a topic.
 type TopicStatus struct {
@@ -147,7 +162,9 @@ type TopicStatus struct {
 
 // TopicReplicaStatus is the observed state of a TopicReplica.
 type TopicReplicaStatus struct {
-	// Conditions: Ready (reasons NetworkNotFound, Progressing, AllNodesSubscribed).
+	// Conditions: Ready (reasons NetworkNotFound, NoNodes, Progressing, AllNodesSynced):
+	// True when every node holds every topic in sync (none lacks more than
+	// TopicSyncLagBound operations of the most complete node); QuotaNearlyFull.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
