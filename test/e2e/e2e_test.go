@@ -565,9 +565,31 @@ func (s *suite) scenarioRollingUpgrade(t *testing.T) {
 		}
 	}
 	s.checkPeerIDs()
+	s.checkNodeStartLogs()
 	s.waitTopicCounts(replicas, s.published())
 	s.edgeA.waitOps(s.published())
 	s.edgeB.waitOps(s.published())
+}
+
+// checkNodeStartLogs reads every node's log after the rollout (issue 11 items 6 and 10): the
+// read-only 0440 identity mount gives no "chmod 600" warning, and readiness waited until the
+// restarted node had caught up with its peers (or said it gave up waiting).
+func (s *suite) checkNodeStartLogs() {
+	s.t.Helper()
+	for i := range replicas {
+		pod := fmt.Sprintf("%s-%d", networkName, i)
+		logs := s.kubectl("-n", s.ns, "logs", pod, "-c", "panda-node")
+		if strings.Contains(logs, "chmod 600") {
+			s.t.Errorf("%s warns about its key file mode:\n%s", pod, logs)
+		}
+		switch {
+		case strings.Contains(logs, "caught up with peers"):
+		case strings.Contains(logs, "ready without having caught up"):
+			s.t.Logf("%s became ready by the catch-up timeout, not by a completed sync", pod)
+		default:
+			s.t.Errorf("%s logs neither a catch-up nor its timeout:\n%s", pod, logs)
+		}
+	}
 }
 
 func (s *suite) peerSet() map[string]bool {
@@ -675,6 +697,25 @@ func (s *suite) scenarioTopicReplicaStatus(t *testing.T) {
 	s.edgeA.waitOps(want)
 	s.edgeB.waitOps(want)
 	t.Logf("every node and both edges hold all %d operations", want)
+	// Ready means synced: every node within the lag bound, per the nodes' log heights.
+	testutil.EventuallyEvery(t, statusTimeout, kubePoll, "TopicReplica Ready=True AllNodesSynced", func() (bool, error) {
+		tr := &pandav1.TopicReplica{}
+		if err := s.c.Get(s.ctx, types.NamespacedName{Namespace: s.ns, Name: replicaName}, tr); err != nil {
+			return false, err
+		}
+		c := meta.FindStatusCondition(tr.Status.Conditions, pandav1.ConditionReady)
+		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != pandav1.ReasonAllNodesSynced {
+			return false, fmt.Errorf("ready = %+v", c)
+		}
+		for _, ts := range tr.Status.Topics {
+			for _, n := range ts.Nodes {
+				if n.Behind != 0 {
+					return false, fmt.Errorf("%s is %d operations behind on %s", n.Node, n.Behind, ts.Topic)
+				}
+			}
+		}
+		return true, nil
+	})
 }
 
 // f. helm upgrade keeps the operator working; helm uninstall keeps CRDs and identity Secrets.
