@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pandanet/pandanet/internal/admin"
+	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
@@ -37,11 +37,12 @@ func newCatchUp(topics []operation.Topic, deadline time.Time, log *slog.Logger) 
 }
 
 // observe records a topic event: a completed catch-up takes the topic off the list.
-func (c *catchUp) observe(topic operation.Topic, ev admin.Event) {
-	if c == nil || ev.Type != admin.EventSyncEnded || ev.Error != "" {
+func (c *catchUp) observe(topic operation.Topic, ev node.Event) {
+	e, ok := ev.(node.SyncEnded)
+	if c == nil || !ok || e.Err != nil {
 		return
 	}
-	c.drop(topic, "synced with "+ev.Peer)
+	c.drop(topic, "synced with "+peerName(e.Peer))
 }
 
 // drop takes topic off the list (synced, or removed from the topics file).

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/pandanet/pandanet/internal/admin"
 	"github.com/pandanet/pandanet/internal/testutil"
+	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
@@ -326,7 +328,7 @@ func (d *daemon_) cli(args ...string) string {
 // subscriber is a running `panda-node subscribe --json`.
 type subscriber_ struct {
 	cmd    *exec.Cmd
-	events chan admin.Event
+	events chan node.TopicEvent
 	done   chan struct{}
 }
 
@@ -343,14 +345,17 @@ func (d *daemon_) subscribe(topic, from string, extra ...string) *subscriber_ {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &subscriber_{cmd: cmd, events: make(chan admin.Event, 100), done: make(chan struct{})}
+	s := &subscriber_{cmd: cmd, events: make(chan node.TopicEvent, 100), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		defer close(s.events)
 		dec := json.NewDecoder(stdout)
 		for {
-			var ev admin.Event
+			var ev node.TopicEvent
 			if err := dec.Decode(&ev); err != nil {
+				if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Errorf("subscribe --json printed an event the node types do not decode: %v", err)
+				}
 				return
 			}
 			s.events <- ev
@@ -365,7 +370,7 @@ func (d *daemon_) subscribe(topic, from string, extra ...string) *subscriber_ {
 }
 
 // waitMessage waits for a processed event carrying msg.
-func (s *subscriber_) waitMessage(t *testing.T, msg string, timeout time.Duration, hint string) admin.Event {
+func (s *subscriber_) waitMessage(t *testing.T, msg string, timeout time.Duration, hint string) node.ProcessedOperation {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
@@ -374,8 +379,8 @@ func (s *subscriber_) waitMessage(t *testing.T, msg string, timeout time.Duratio
 			if !ok {
 				t.Fatalf("subscription ended before %q arrived", msg)
 			}
-			if ev.Type == admin.EventProcessed && string(ev.Message) == msg {
-				return ev
+			if p, ok := ev.Event.(node.Processed); ok && string(p.Operation.Message) == msg {
+				return p.Operation
 			}
 		case <-deadline:
 			t.Fatalf("%q not received within %v%s", msg, timeout, hint)
@@ -417,9 +422,9 @@ func TestDaemonPublishSubscribeRestart(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Seq != 0 {
 		t.Fatalf("publish output %q: %v", out, err)
 	}
-	ev := sub.waitMessage(t, "hello", 20*time.Second, "")
-	if ev.Hash != res.Hash || ev.Topic != hexTopic("chat") || (ev.Source != "local" && ev.Source != "store") {
-		t.Fatalf("event = %+v, publish = %+v", ev, res)
+	op := sub.waitMessage(t, "hello", 20*time.Second, "")
+	if op.Hash.String() != res.Hash || op.Topic.String() != hexTopic("chat") || (op.Source != node.LocalStore{} && op.Source != node.StoreHistory{}) {
+		t.Fatalf("event = %+v, publish = %+v", op, res)
 	}
 	d.cli("publish", "--topic", "chat", "world")
 	sub.waitMessage(t, "world", 20*time.Second, "")
@@ -482,8 +487,8 @@ func TestDaemonExplicitAckReplaysUntilAcked(t *testing.T) {
 	// The replay at start went to nobody: the operations are still un-acknowledged.
 	sub := d.subscribe("acked", "frontier")
 	for _, m := range []string{"one", "two"} {
-		if ev := sub.waitMessage(t, m, 20*time.Second, " (un-acked operation not replayed)"); ev.Source != "replay" {
-			t.Fatalf("%s delivered with source %q", m, ev.Source)
+		if op := sub.waitMessage(t, m, 20*time.Second, " (un-acked operation not replayed)"); !op.Replayed {
+			t.Fatalf("%s delivered with source %s, not as a replay", m, op.Source)
 		}
 	}
 	d.cli("publish", "--topic", "acked", "three")
@@ -503,11 +508,12 @@ func TestDaemonExplicitAckReplaysUntilAcked(t *testing.T) {
 	after := d.subscribe("acked", "frontier")
 	d.cli("publish", "--topic", "acked", "four")
 	for ev := range after.events {
-		if ev.Type != admin.EventProcessed {
+		p, ok := ev.Event.(node.Processed)
+		if !ok {
 			continue
 		}
-		if string(ev.Message) != "four" {
-			t.Fatalf("acknowledged operation %q delivered again", ev.Message)
+		if string(p.Operation.Message) != "four" {
+			t.Fatalf("acknowledged operation %q delivered again", p.Operation.Message)
 		}
 		break
 	}
@@ -593,9 +599,9 @@ func TestDaemonsSyncOverLoopback(t *testing.T) {
 	sub := b.subscribe("sync-test", "start")
 	a.cli("topics", "--add", "sync-test")
 	a.cli("publish", "--topic", "sync-test", "over the wire")
-	ev := sub.waitMessage(t, "over the wire", 45*time.Second, "")
-	if ev.Author != topicsAuthor(t, a) {
-		t.Fatalf("author = %s, want node A", ev.Author)
+	op := sub.waitMessage(t, "over the wire", 45*time.Second, "")
+	if op.Author.String() != topicsAuthor(t, a) {
+		t.Fatalf("author = %s, want node A", op.Author)
 	}
 	a.stop()
 	b.stop()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pandanet/pandanet/internal/admin"
 	"github.com/pandanet/pandanet/internal/config"
+	"github.com/pandanet/pandanet/pkg/node"
 )
 
 const defaultAdminAddr = "127.0.0.1:7070"
@@ -288,12 +289,12 @@ base64-encoded); otherwise one readable line per event.`,
 				if err != nil {
 					return fmt.Errorf("print event: %w", err)
 				}
-				if ack && ev.Type == admin.EventProcessed {
-					if err := c.Ack(cmd.Context(), topic, ev.Hash); err != nil {
+				if p, ok := ev.Event.(node.Processed); ok && ack {
+					if err := c.Ack(cmd.Context(), topic, p.Operation.Hash.String()); err != nil {
 						if cmd.Context().Err() != nil {
 							return nil
 						}
-						return fmt.Errorf("ack %s: %w", ev.Hash, err)
+						return fmt.Errorf("ack %s: %w", p.Operation.Hash, err)
 					}
 				}
 			}
@@ -338,36 +339,51 @@ example of pruned operations) are ignored.`,
 	return cmd
 }
 
-// formatEvent renders an event as one human-readable line.
-func formatEvent(ev admin.Event) string {
+// formatEvent renders an event as one human-readable line: for an operation its time,
+// author, seq, source (as in the JSON form) and message; otherwise the event's JSON type
+// with its peer, operation and error.
+func formatEvent(ev node.TopicEvent) string {
 	var b strings.Builder
-	switch ev.Type {
-	case admin.EventProcessed:
+	if p, ok := ev.Event.(node.Processed); ok {
+		op := p.Operation
 		ts := ""
-		if ev.Timestamp > 0 {
-			ts = time.UnixMicro(int64(ev.Timestamp)).UTC().Format(time.RFC3339) + " "
+		if op.Timestamp > 0 {
+			ts = time.UnixMicro(int64(op.Timestamp)).UTC().Format(time.RFC3339) + " "
 		}
-		fmt.Fprintf(&b, "%s%s #%d %s", ts, short(ev.Author), ev.Seq, ev.Source)
-		if ev.Peer != "" {
-			fmt.Fprintf(&b, " from %s", ev.Peer)
+		source := fmt.Sprint(op.Source)
+		if op.Replayed {
+			source = "replay"
+		}
+		fmt.Fprintf(&b, "%s%s #%d %s", ts, op.Author.Short(), op.SeqNum, source)
+		if peer := sourcePeer(op.Source); peer != "" {
+			fmt.Fprintf(&b, " from %s", peer)
 		}
 		b.WriteString(": ")
-		if utf8.Valid(ev.Message) && !strings.ContainsAny(string(ev.Message), "\x00\x1b") {
-			b.WriteString(strings.TrimRight(string(ev.Message), "\n"))
+		if utf8.Valid(op.Message) && !strings.ContainsAny(string(op.Message), "\x00\x1b") {
+			b.WriteString(strings.TrimRight(string(op.Message), "\n"))
 		} else {
-			fmt.Fprintf(&b, "<%d bytes binary>", len(ev.Message))
+			fmt.Fprintf(&b, "<%d bytes binary>", len(op.Message))
 		}
-	default:
-		b.WriteString(ev.Type)
-		if ev.Peer != "" {
-			fmt.Fprintf(&b, " peer %s", ev.Peer)
-		}
-		if ev.Hash != "" {
-			fmt.Fprintf(&b, " operation %s", short(ev.Hash))
-		}
-		if ev.Error != "" {
-			fmt.Fprintf(&b, ": %s", ev.Error)
-		}
+		return b.String()
+	}
+	// The other events print their JSON form's fields.
+	var wire struct {
+		Type, Peer, Hash, Error string
+	}
+	if line, err := json.Marshal(ev); err != nil {
+		wire.Type, wire.Error = fmt.Sprintf("%T", ev.Event), err.Error()
+	} else if err := json.Unmarshal(line, &wire); err != nil {
+		wire.Type, wire.Error = fmt.Sprintf("%T", ev.Event), err.Error()
+	}
+	b.WriteString(wire.Type)
+	if wire.Peer != "" {
+		fmt.Fprintf(&b, " peer %s", wire.Peer)
+	}
+	if wire.Hash != "" {
+		fmt.Fprintf(&b, " operation %s", short(wire.Hash))
+	}
+	if wire.Error != "" {
+		fmt.Fprintf(&b, ": %s", wire.Error)
 	}
 	return b.String()
 }

@@ -11,13 +11,14 @@ import (
 	"github.com/pandanet/pandanet/internal/admin"
 	"github.com/pandanet/pandanet/internal/config"
 	"github.com/pandanet/pandanet/internal/metrics"
+	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/policy"
 )
 
-// liveBuffer is the capacity of the node's event channel of a topic and of its conversion
-// to admin events. The topic runner drains both at once (fanning out never blocks), so
-// they stay small: with 1 MiB messages every slot can hold a MiB.
+// liveBuffer is the capacity of the node's event channel of a topic. The topic runner drains
+// it at once (fanning out never blocks), so it stays small: with 1 MiB messages every slot
+// can hold a MiB.
 const liveBuffer = 16
 
 // daemon owns the open topics of a node: it opens them for the topics file and the admin
@@ -45,7 +46,7 @@ type daemon struct {
 	catchUp *catchUp
 
 	// afterEvent, if set, is called after each event was fanned out (tests only).
-	afterEvent func(admin.Event)
+	afterEvent func(node.Event)
 }
 
 var _ admin.Backend = (*daemon)(nil)
@@ -151,8 +152,8 @@ func (d *daemon) run(r *topicRunner) {
 			// frontier subscription is first sent what is not acknowledged yet.
 			r.fanout(ev, d.log)
 			d.catchUp.observe(r.topic, ev)
-			if ev.Type == admin.EventProcessingFailed {
-				d.log.Warn("operation rejected", "topic", r.name, "hash", ev.Hash, "source", ev.Source, "peer", ev.Peer, "err", ev.Error)
+			if f, ok := ev.(node.ProcessingFailed); ok {
+				d.log.Warn("operation rejected", "topic", r.name, "hash", f.Hash.String(), "source", fmt.Sprint(f.Source), "peer", sourcePeer(f.Source), "err", f.Err)
 			}
 			if d.afterEvent != nil {
 				d.afterEvent(ev)
@@ -161,7 +162,28 @@ func (d *daemon) run(r *topicRunner) {
 	}
 }
 
-func (r *topicRunner) fanout(ev admin.Event, log *slog.Logger) {
+// sourcePeer is the peer id an operation came from ("" for none).
+func sourcePeer(src node.Source) string {
+	switch s := src.(type) {
+	case node.SyncSession:
+		return peerName(s.Peer)
+	case node.Gossip:
+		return peerName(s.Peer)
+	}
+	return ""
+}
+
+// peerName names a peer by its libp2p peer id, as the admin API does (the hex key if it
+// has none).
+func peerName(pk operation.PublicKey) string {
+	id, err := node.PeerIDOf(pk)
+	if err != nil {
+		return pk.String()
+	}
+	return id.String()
+}
+
+func (r *topicRunner) fanout(ev node.Event, log *slog.Logger) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for s := range r.subs {
@@ -375,7 +397,7 @@ func (d *daemon) Ack(ctx context.Context, topic, hash string) error {
 // after a restart, or after operations arrived while nobody listened, receives them). In
 // both cases the subscriber registers for live events before the store is read, and live
 // operations the replay already covered are not sent twice.
-func (d *daemon) Subscribe(ctx context.Context, topic string, from admin.From) (<-chan admin.Event, func(), error) {
+func (d *daemon) Subscribe(ctx context.Context, topic string, from admin.From) (<-chan node.Event, func(), error) {
 	t, err := d.topicFromHex(topic)
 	if err != nil {
 		return nil, nil, err
@@ -388,14 +410,14 @@ func (d *daemon) Subscribe(ctx context.Context, topic string, from admin.From) (
 	s, unsubscribe := r.subscribe()
 	// Unbuffered: the client's connection is the only buffer, so a stalled client holds
 	// at most the event being written.
-	out := make(chan admin.Event)
+	out := make(chan node.Event)
 	hctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		defer close(out)
 		defer unsubscribe()
-		send := func(ev admin.Event) error {
+		send := func(ev node.Event) error {
 			select {
 			case out <- ev:
 				return nil
@@ -405,18 +427,19 @@ func (d *daemon) Subscribe(ctx context.Context, topic string, from admin.From) (
 				return errClosing
 			}
 		}
-		maxSeq := map[string]uint64{} // author → highest seq replayed
+		// The topic has one log per author, so an author's highest seq is a log height.
+		maxSeq := map[operation.PublicKey]uint64{} // author → highest seq replayed
 		if replay {
-			err := d.node.History(hctx, r.topic, from, func(ev admin.Event) error {
-				if last, ok := maxSeq[ev.Author]; !ok || ev.Seq > last {
-					maxSeq[ev.Author] = ev.Seq
+			err := d.node.History(hctx, r.topic, from, func(op node.ProcessedOperation) error {
+				if last, ok := maxSeq[op.Author]; !ok || op.SeqNum > last {
+					maxSeq[op.Author] = op.SeqNum
 				}
-				return send(ev)
+				return send(node.Processed{Operation: op})
 			})
 			if err != nil {
 				if !errors.Is(err, context.Canceled) && !errors.Is(err, errClosing) {
 					d.log.Warn("replay history", "topic", r.name, "from", from, "err", err)
-					_ = send(admin.Event{Type: admin.EventReplayFailed, Topic: r.topic.String(), Error: err.Error()})
+					_ = send(node.ReplayFailed{Err: err})
 				}
 				return
 			}
@@ -426,8 +449,8 @@ func (d *daemon) Subscribe(ctx context.Context, topic string, from admin.From) (
 			if !ok {
 				return
 			}
-			if ev.Type == admin.EventProcessed {
-				if last, ok := maxSeq[ev.Author]; ok && ev.Seq <= last {
+			if p, ok := ev.(node.Processed); ok {
+				if last, ok := maxSeq[p.Operation.Author]; ok && p.Operation.SeqNum <= last {
 					continue // already sent from the store
 				}
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pandanet/pandanet/internal/admin"
 	"github.com/pandanet/pandanet/internal/config"
+	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
@@ -30,7 +31,7 @@ func topicOf(name string) config.Topic {
 	return config.Topic{Name: name, Topic: t}
 }
 
-func recv(t *testing.T, ch <-chan admin.Event) admin.Event {
+func recv(t *testing.T, ch <-chan node.Event) node.Event {
 	t.Helper()
 	select {
 	case ev, ok := <-ch:
@@ -41,14 +42,25 @@ func recv(t *testing.T, ch <-chan admin.Event) admin.Event {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no event")
 	}
-	return admin.Event{}
+	return nil
+}
+
+// recvOp receives the next event, which must be a Processed one.
+func recvOp(t *testing.T, ch <-chan node.Event) node.ProcessedOperation {
+	t.Helper()
+	ev := recv(t, ch)
+	p, ok := ev.(node.Processed)
+	if !ok {
+		t.Fatalf("event %T %+v, want Processed", ev, ev)
+	}
+	return p.Operation
 }
 
 func TestDaemonSubscribeFromStartAndLive(t *testing.T) {
 	n := newMemNode()
 	d := newDaemon(n, quietLog(), nil, config.AckAutomatic, "test")
-	handled := make(chan admin.Event, 100)
-	d.afterEvent = func(ev admin.Event) { handled <- ev }
+	handled := make(chan node.Event, 100)
+	d.afterEvent = func(ev node.Event) { handled <- ev }
 	defer d.Close()
 	ctx := testCtx(t)
 	chat := topicOf("chat").Topic.String()
@@ -85,19 +97,19 @@ func TestDaemonSubscribeFromStartAndLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, want := range []string{"a", "b", "c", "d"} {
-		ev := recv(t, start)
-		if string(ev.Message) != want || ev.Seq != uint64(i) {
-			t.Fatalf("from=start event %d = %q seq %d, want %q", i, ev.Message, ev.Seq, want)
+		op := recvOp(t, start)
+		if string(op.Message) != want || op.SeqNum != uint64(i) {
+			t.Fatalf("from=start event %d = %q seq %d, want %q", i, op.Message, op.SeqNum, want)
 		}
 	}
-	if ev := recv(t, live); string(ev.Message) != "d" {
-		t.Fatalf("frontier subscriber got %q first, want d", ev.Message)
+	if op := recvOp(t, live); string(op.Message) != "d" {
+		t.Fatalf("frontier subscriber got %q first, want d", op.Message)
 	}
 	if _, err := d.Publish(ctx, chat, []byte("e")); err != nil {
 		t.Fatal(err)
 	}
-	if ev := recv(t, start); string(ev.Message) != "e" {
-		t.Fatalf("from=start after live: %q (duplicate?)", ev.Message)
+	if op := recvOp(t, start); string(op.Message) != "e" {
+		t.Fatalf("from=start after live: %q (duplicate?)", op.Message)
 	}
 	stopStart()
 	stopStart() // idempotent
@@ -140,18 +152,19 @@ func TestDaemonTopicsFileChanges(t *testing.T) {
 
 // recvMessages receives processed events until it has one per message and checks their
 // order.
-func recvMessages(t *testing.T, ch <-chan admin.Event, want ...string) []admin.Event {
+func recvMessages(t *testing.T, ch <-chan node.Event, want ...string) []node.ProcessedOperation {
 	t.Helper()
-	var got []admin.Event
+	var got []node.ProcessedOperation
 	for len(got) < len(want) {
-		ev := recv(t, ch)
-		if ev.Type != admin.EventProcessed {
+		p, ok := recv(t, ch).(node.Processed)
+		if !ok {
 			continue
 		}
-		if string(ev.Message) != want[len(got)] {
-			t.Fatalf("message %d = %q (source %s), want %q", len(got), ev.Message, ev.Source, want[len(got)])
+		op := p.Operation
+		if string(op.Message) != want[len(got)] {
+			t.Fatalf("message %d = %q (source %s, replayed %v), want %q", len(got), op.Message, op.Source, op.Replayed, want[len(got)])
 		}
-		got = append(got, ev)
+		got = append(got, op)
 	}
 	return got
 }
@@ -162,8 +175,8 @@ func recvMessages(t *testing.T, ch <-chan admin.Event, want ...string) []admin.E
 func TestDaemonExplicitAck(t *testing.T) {
 	n := newMemNode()
 	d := newDaemon(n, quietLog(), nil, config.AckExplicit, "test")
-	handled := make(chan admin.Event, 10)
-	d.afterEvent = func(ev admin.Event) { handled <- ev }
+	handled := make(chan node.Event, 10)
+	d.afterEvent = func(ev node.Event) { handled <- ev }
 	defer d.Close()
 	ctx := testCtx(t)
 	topic := topicOf("x").Topic.String()
@@ -180,8 +193,8 @@ func TestDaemonExplicitAck(t *testing.T) {
 	}
 	defer stopFirst()
 	got := recvMessages(t, first, "a", "b")
-	if got[0].Source != "replay" {
-		t.Fatalf("un-acked operation delivered with source %q, want replay", got[0].Source)
+	if !got[0].Replayed || got[0].Source != (node.LocalStore{}) {
+		t.Fatalf("un-acked operation delivered with source %s (replayed %v), want a replay", got[0].Source, got[0].Replayed)
 	}
 	if _, err := d.Publish(ctx, topic, []byte("c")); err != nil {
 		t.Fatal(err)
@@ -202,7 +215,7 @@ func TestDaemonExplicitAck(t *testing.T) {
 	if acked != 0 {
 		t.Fatalf("the daemon acknowledged %d operations by itself", acked)
 	}
-	if err := d.Ack(ctx, topic, got[1].Hash); err != nil {
+	if err := d.Ack(ctx, topic, got[1].Hash.String()); err != nil {
 		t.Fatal(err)
 	}
 	stopFirst()

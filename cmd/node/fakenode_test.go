@@ -10,6 +10,7 @@ import (
 
 	"github.com/pandanet/pandanet/internal/admin"
 	"github.com/pandanet/pandanet/internal/config"
+	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/policy"
 )
@@ -20,7 +21,7 @@ type memNode struct {
 	key operation.PrivateKey
 
 	mu      sync.Mutex
-	logs    map[operation.Topic][]admin.Event
+	logs    map[operation.Topic][]node.ProcessedOperation
 	open    map[operation.Topic]*memStream
 	opened  []operation.Topic // every Open call, in order
 	acked   []string
@@ -49,14 +50,13 @@ func (n *memNode) Alive(ctx context.Context) error {
 }
 
 // emit delivers a stream event on an open topic, as the node does for sync events.
-func (n *memNode) emit(t operation.Topic, ev admin.Event) error {
+func (n *memNode) emit(t operation.Topic, ev node.Event) error {
 	n.mu.Lock()
 	s := n.open[t]
 	n.mu.Unlock()
 	if s == nil {
 		return fmt.Errorf("topic %s is not open", t)
 	}
-	ev.Topic = t.String()
 	s.events <- ev
 	return nil
 }
@@ -97,7 +97,7 @@ func newMemNode() *memNode {
 	if err != nil {
 		panic(err)
 	}
-	return &memNode{key: k, logs: map[operation.Topic][]admin.Event{}, open: map[operation.Topic]*memStream{},
+	return &memNode{key: k, logs: map[operation.Topic][]node.ProcessedOperation{}, open: map[operation.Topic]*memStream{},
 		cursor: map[operation.Topic]uint64{}}
 }
 
@@ -145,28 +145,28 @@ func (n *memNode) Open(_ context.Context, t operation.Topic) (topicStream, error
 	if n.open[t] != nil {
 		return nil, fmt.Errorf("topic %s opened twice", t)
 	}
-	s := &memStream{n: n, topic: t, events: make(chan admin.Event, 1024)}
+	s := &memStream{n: n, topic: t, events: make(chan node.Event, 1024)}
 	n.open[t] = s
 	n.opened = append(n.opened, t)
 	return s, nil
 }
 
-func (n *memNode) History(ctx context.Context, t operation.Topic, from admin.From, fn func(admin.Event) error) error {
+func (n *memNode) History(ctx context.Context, t operation.Topic, from admin.From, fn func(node.ProcessedOperation) error) error {
 	if n.beforeHistory != nil {
 		n.beforeHistory()
 	}
 	n.mu.Lock()
-	evs := append([]admin.Event(nil), n.logs[t]...)
+	ops := append([]node.ProcessedOperation(nil), n.logs[t]...)
 	if c, ok := n.cursor[t]; ok && from == admin.FromFrontier {
-		evs = evs[c+1:]
+		ops = ops[c+1:]
 	}
 	n.mu.Unlock()
-	for _, ev := range evs {
-		ev.Source = "store"
+	for _, op := range ops {
+		op.Source = node.StoreHistory{}
 		if from == admin.FromFrontier {
-			ev.Source = "replay"
+			op.Source, op.Replayed = node.LocalStore{}, true
 		}
-		if err := fn(ev); err != nil {
+		if err := fn(op); err != nil {
 			return err
 		}
 	}
@@ -182,7 +182,7 @@ func (n *memNode) isOpen(t operation.Topic) bool {
 type memStream struct {
 	n      *memNode
 	topic  operation.Topic
-	events chan admin.Event
+	events chan node.Event
 	once   sync.Once
 }
 
@@ -205,24 +205,24 @@ func (s *memStream) Publish(ctx context.Context, msg []byte) (admin.PublishResul
 	seq := uint64(len(s.n.logs[s.topic]))
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], seq)
-	h := operation.HashOf(append(append(s.topic[:], b[:]...), msg...)).String()
-	ev := admin.Event{Type: admin.EventProcessed, Topic: s.topic.String(), Hash: h, Author: s.n.key.PublicKey().String(),
-		Seq: seq, Timestamp: 1_700_000_000_000_000 + seq, Source: "local", Message: msg}
-	s.n.logs[s.topic] = append(s.n.logs[s.topic], ev)
-	s.events <- ev
-	return admin.PublishResult{Hash: h, Seq: seq}, nil
+	h := operation.HashOf(append(append(s.topic[:], b[:]...), msg...))
+	op := node.ProcessedOperation{Topic: s.topic, Hash: h, Author: s.n.key.PublicKey(),
+		SeqNum: seq, Timestamp: 1_700_000_000_000_000 + seq, Source: node.LocalStore{}, Message: msg}
+	s.n.logs[s.topic] = append(s.n.logs[s.topic], op)
+	s.events <- node.Processed{Operation: op}
+	return admin.PublishResult{Hash: h.String(), Seq: seq}, nil
 }
 
-func (s *memStream) Events() <-chan admin.Event { return s.events }
+func (s *memStream) Events() <-chan node.Event { return s.events }
 
 func (s *memStream) Ack(_ context.Context, hash string) error {
 	s.n.mu.Lock()
 	defer s.n.mu.Unlock()
 	s.n.acked = append(s.n.acked, hash)
-	for _, ev := range s.n.logs[s.topic] {
-		if ev.Hash == hash {
-			if c, ok := s.n.cursor[s.topic]; !ok || ev.Seq > c {
-				s.n.cursor[s.topic] = ev.Seq
+	for _, op := range s.n.logs[s.topic] {
+		if op.Hash.String() == hash {
+			if c, ok := s.n.cursor[s.topic]; !ok || op.SeqNum > c {
+				s.n.cursor[s.topic] = op.SeqNum
 			}
 		}
 	}

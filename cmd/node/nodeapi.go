@@ -7,14 +7,16 @@ import (
 	"github.com/pandanet/pandanet/internal/admin"
 	"github.com/pandanet/pandanet/internal/config"
 	"github.com/pandanet/pandanet/internal/metrics"
+	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/policy"
 )
 
 // daemonNode is everything the daemon needs from a running node. It is deliberately small
-// and phrased in admin API types so the daemon logic (topic manager, admin backend,
-// shutdown) is independent of pkg/node's exact API; wire.go adapts pkg/node to it and tests
-// use an in-memory implementation.
+// (status in admin API types, events in pkg/node's own, which the admin API serialises as
+// they are) so the daemon logic (topic manager, admin backend, shutdown) is testable
+// without a network; wire.go adapts pkg/node to it and tests use an in-memory
+// implementation.
 type daemonNode interface {
 	PeerID() string
 	PublicKey() operation.PublicKey
@@ -31,10 +33,10 @@ type daemonNode interface {
 	// daemon sets it before it opens the topic, so nothing is synced unchecked.
 	SetTopicPolicy(ctx context.Context, topic operation.Topic, p policy.Policy) error
 	// History calls fn for stored operations of topic in log order, without moving the
-	// persisted ack cursor: every one for admin.FromStart (Source "store"), those after the
-	// ack cursor for admin.FromFrontier (Source "replay"). System-only operations are
-	// skipped.
-	History(ctx context.Context, topic operation.Topic, from admin.From, fn func(admin.Event) error) error
+	// persisted ack cursor: every one for admin.FromStart (Source node.StoreHistory), those
+	// after the ack cursor for admin.FromFrontier (Replayed, as the node's own replay).
+	// System-only operations are skipped.
+	History(ctx context.Context, topic operation.Topic, from admin.From, fn func(node.ProcessedOperation) error) error
 	// Reconfigure applies the settings of cfg that may change while the node runs
 	// (config.Reloadable: bootstrap peers and announced addresses).
 	Reconfigure(cfg *config.Config) error
@@ -51,8 +53,8 @@ type daemonNode interface {
 type topicStream interface {
 	// Publish signs msg into the local log and waits until it has been processed.
 	Publish(ctx context.Context, msg []byte) (admin.PublishResult, error)
-	// Events delivers stream events; closed after Close.
-	Events() <-chan admin.Event
+	// Events delivers the topic's events; closed by Close.
+	Events() <-chan node.Event
 	// Ack acknowledges a processed operation (only meaningful with explicit ack policy).
 	Ack(ctx context.Context, hash string) error
 	// Close stops syncing the topic; stored data is kept.

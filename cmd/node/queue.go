@@ -4,7 +4,7 @@ import (
 	"context"
 	"sync"
 
-	"github.com/pandanet/pandanet/internal/admin"
+	"github.com/pandanet/pandanet/pkg/node"
 )
 
 // Limits of one admin subscriber's queue of events not yet written to its client. Events
@@ -21,7 +21,7 @@ type eventQueue struct {
 	maxEvents, maxBytes int
 
 	mu     sync.Mutex
-	events []admin.Event
+	events []node.Event
 	bytes  int
 	closed bool
 	ready  chan struct{} // signalled (capacity 1) when an event is pushed or the queue closes
@@ -33,11 +33,16 @@ func newEventQueue(maxEvents, maxBytes int) *eventQueue {
 
 // eventBytes is what an event costs in the queue: its message plus a fixed overhead for the
 // other fields.
-func eventBytes(ev admin.Event) int { return len(ev.Message) + 256 }
+func eventBytes(ev node.Event) int {
+	if p, ok := ev.(node.Processed); ok {
+		return len(p.Operation.Message) + 256
+	}
+	return 256
+}
 
 // push appends ev. It returns false (and does not queue ev) when the queue is closed or
 // full; a full queue is closed by push, so its reader ends.
-func (q *eventQueue) push(ev admin.Event) bool {
+func (q *eventQueue) push(ev node.Event) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
@@ -78,16 +83,16 @@ func (q *eventQueue) closeLocked() {
 }
 
 // pop waits for the next event. ok is false once the queue is closed or ctx ends.
-func (q *eventQueue) pop(ctx context.Context) (ev admin.Event, ok bool) {
+func (q *eventQueue) pop(ctx context.Context) (ev node.Event, ok bool) {
 	for {
 		q.mu.Lock()
 		if q.closed {
 			q.mu.Unlock()
-			return admin.Event{}, false
+			return nil, false
 		}
 		if len(q.events) > 0 {
 			ev = q.events[0]
-			q.events[0] = admin.Event{} // release the message for the collector
+			q.events[0] = nil // release the message for the collector
 			q.events = q.events[1:]
 			q.bytes -= eventBytes(ev)
 			q.mu.Unlock()
@@ -97,7 +102,7 @@ func (q *eventQueue) pop(ctx context.Context) (ev admin.Event, ok bool) {
 		select {
 		case <-q.ready:
 		case <-ctx.Done():
-			return admin.Event{}, false
+			return nil, false
 		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/pandanet/pandanet/internal/admin"
 	"github.com/pandanet/pandanet/internal/config"
+	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
@@ -245,9 +247,10 @@ func TestRunDaemonProbes(t *testing.T) {
 	alpha, beta := topicOf("alpha").Topic, topicOf("beta").Topic
 	// A failed session does not count. The topic's runner handles events in order, so once
 	// it took the SyncStarted that follows, the failed SyncEnded was fully handled.
-	for _, ev := range []admin.Event{
-		{Type: admin.EventSyncEnded, Peer: "p1", Error: "stream reset"},
-		{Type: admin.EventSyncStarted, Peer: "p1"},
+	p1, p2 := testPeer(t), testPeer(t)
+	for _, ev := range []node.Event{
+		node.SyncEnded{Peer: p1, Err: errors.New("stream reset")},
+		node.SyncStarted{Peer: p1},
 	} {
 		if err := mem.emit(alpha, ev); err != nil {
 			t.Fatal(err)
@@ -261,14 +264,14 @@ func TestRunDaemonProbes(t *testing.T) {
 	if code, body := httpGet(t, base+"/readyz"); code != 503 || !strings.Contains(body, "2 of 2 topics") {
 		t.Fatalf("/readyz after a failed sync = %d %q", code, body)
 	}
-	if err := mem.emit(alpha, admin.Event{Type: admin.EventSyncEnded, Peer: "p1"}); err != nil {
+	if err := mem.emit(alpha, node.SyncEnded{Peer: p1}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "alpha caught up", func() bool {
 		_, body := httpGet(t, base+"/readyz")
 		return strings.Contains(body, "1 of 2 topics")
 	})
-	if err := mem.emit(beta, admin.Event{Type: admin.EventSyncEnded, Peer: "p2"}); err != nil {
+	if err := mem.emit(beta, node.SyncEnded{Peer: p2}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "ready after both topics synced", func() bool {
@@ -299,7 +302,7 @@ func TestCatchUpDeadline(t *testing.T) {
 	if err := c.err(start.Add(time.Minute)); err == nil || !strings.Contains(err.Error(), "2 of 2") {
 		t.Fatalf("before the deadline: %v", err)
 	}
-	c.observe(topicOf("a").Topic, admin.Event{Type: admin.EventSyncEnded})
+	c.observe(topicOf("a").Topic, node.SyncEnded{Peer: testPeer(t)})
 	if err := c.err(start.Add(time.Minute)); err == nil || !strings.Contains(err.Error(), "1 of 2") {
 		t.Fatalf("one topic synced: %v", err)
 	}
@@ -316,4 +319,14 @@ func TestCatchUpDeadline(t *testing.T) {
 	if err := none.err(start); err != nil {
 		t.Fatalf("no wait configured: %v", err)
 	}
+}
+
+// testPeer is a fresh peer's public key.
+func testPeer(t *testing.T) operation.PublicKey {
+	t.Helper()
+	k, err := operation.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey()
 }

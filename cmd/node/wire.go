@@ -20,7 +20,6 @@ import (
 	"github.com/pandanet/pandanet/pkg/logsync"
 	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
-	"github.com/pandanet/pandanet/pkg/p2p"
 	"github.com/pandanet/pandanet/pkg/policy"
 )
 
@@ -292,23 +291,25 @@ func policyStatus(rep policy.Report) *admin.TopicPolicy {
 	return out
 }
 
-func (l *libNode) History(ctx context.Context, topic operation.Topic, from admin.From, fn func(admin.Event) error) error {
+func (l *libNode) History(ctx context.Context, topic operation.Topic, from admin.From, fn func(node.ProcessedOperation) error) error {
 	var after node.Heights
-	source := "store"
-	if from == admin.FromFrontier {
+	replay := from == admin.FromFrontier
+	if replay {
 		cursor, err := l.n.Store().Cursor(ctx, topic)
 		if err != nil {
 			return fmt.Errorf("ack cursor of %s: %w", topic, err)
 		}
-		after, source = cursor, "replay"
+		after = cursor
 	}
 	for op, err := range l.n.History(ctx, topic, after) {
 		if err != nil {
 			return err
 		}
-		if err := fn(admin.Event{Type: admin.EventProcessed, Topic: topic.String(), Hash: op.Hash.String(),
-			Author: op.Author.String(), Seq: op.SeqNum, Timestamp: op.Timestamp,
-			Source: source, Message: op.Message}); err != nil {
+		if replay {
+			// What is not acknowledged is re-delivered, as the node's own replay does.
+			op.Source, op.Replayed = node.LocalStore{}, true
+		}
+		if err := fn(op); err != nil {
 			return err
 		}
 	}
@@ -320,22 +321,13 @@ func (l *libNode) Open(ctx context.Context, topic operation.Topic) (topicStream,
 	if err != nil {
 		return nil, err
 	}
-	s := &libStream{l: l, topic: topic, pub: pub, sub: sub, events: make(chan admin.Event, liveBuffer),
-		stop: make(chan struct{}), done: make(chan struct{})}
-	go s.convert()
-	return s, nil
+	return &libStream{pub: pub, sub: sub}, nil
 }
 
-// libStream adapts a node stream, converting its events to admin events.
+// libStream is a node stream; its events go to the daemon as they are.
 type libStream struct {
-	l      *libNode
-	topic  operation.Topic
-	pub    *node.Publisher
-	sub    *node.Subscription
-	events chan admin.Event
-	stop   chan struct{} // closed by Close: nobody reads events any more
-	done   chan struct{}
-	once   sync.Once
+	pub *node.Publisher
+	sub *node.Subscription
 }
 
 func (s *libStream) Publish(ctx context.Context, msg []byte) (admin.PublishResult, error) {
@@ -353,7 +345,7 @@ func (s *libStream) Publish(ctx context.Context, msg []byte) (admin.PublishResul
 	return admin.PublishResult{Hash: res.Hash.String(), Seq: res.SeqNum}, nil
 }
 
-func (s *libStream) Events() <-chan admin.Event { return s.events }
+func (s *libStream) Events() <-chan node.Event { return s.sub.Events() }
 
 func (s *libStream) Ack(ctx context.Context, hash string) error {
 	h, err := operation.ParseHash(hash)
@@ -363,36 +355,9 @@ func (s *libStream) Ack(ctx context.Context, hash string) error {
 	return s.sub.Ack(ctx, h)
 }
 
-func (s *libStream) Close() error {
-	var err error
-	s.once.Do(func() {
-		close(s.stop)
-		err = s.sub.Close()
-		<-s.done
-	})
-	return err
-}
-
-func (s *libStream) convert() {
-	defer close(s.done)
-	defer close(s.events)
-	for ev := range s.sub.Events() {
-		select {
-		case s.events <- convertEvent(s.topic, ev):
-		case <-s.stop:
-			// Keep draining so the subscription's delivery goroutine is never blocked
-			// while it closes.
-		}
-	}
-}
-
-func peerOf(pk operation.PublicKey) string {
-	id, err := p2p.PeerIDFromPublicKey(pk)
-	if err != nil {
-		return pk.String()
-	}
-	return id.String()
-}
+// Close closes the subscription (safe to call more than once); its senders give up rather
+// than wait for a reader, so nobody needs to drain Events.
+func (s *libStream) Close() error { return s.sub.Close() }
 
 // unusedListenAddrs returns the configured listen addresses that none of the host's actual
 // listen addresses serves (libp2p drops an address it cannot listen on as long as another
@@ -433,59 +398,4 @@ func listenMatches(configured, actual ma.Multiaddr) bool {
 		}
 	}
 	return true
-}
-
-func sourceOf(src node.Source) (name, peerID string) {
-	switch s := src.(type) {
-	case node.SyncSession:
-		return "sync", peerOf(s.Peer)
-	case node.Gossip:
-		return "gossip", peerOf(s.Peer)
-	case node.ExternalStream:
-		return "import", ""
-	}
-	return "local", ""
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
-
-func convertEvent(topic operation.Topic, ev node.Event) admin.Event {
-	out := admin.Event{Topic: topic.String()}
-	switch e := ev.(type) {
-	case node.Processed:
-		op := e.Operation
-		out.Type, out.Hash, out.Author, out.Seq = admin.EventProcessed, op.Hash.String(), op.Author.String(), op.SeqNum
-		out.Timestamp, out.Message = op.Timestamp, op.Message
-		out.Source, out.Peer = sourceOf(op.Source)
-		if op.Replayed {
-			out.Source = "replay"
-		}
-	case node.ProcessingFailed:
-		out.Type, out.Hash, out.Error = admin.EventProcessingFailed, e.Hash.String(), errString(e.Err)
-		out.Source, out.Peer = sourceOf(e.Source)
-	case node.SyncStarted:
-		out.Type, out.Peer = admin.EventSyncStarted, peerOf(e.Peer)
-	case node.SyncEnded:
-		out.Type, out.Peer, out.Error = admin.EventSyncEnded, peerOf(e.Peer), errString(e.Err)
-	case node.ReplayStarted:
-		out.Type = admin.EventReplayStarted
-	case node.ReplayEnded:
-		out.Type = admin.EventReplayEnded
-	case node.ReplayFailed:
-		out.Type, out.Error = admin.EventReplayFailed, errString(e.Err)
-	case node.ImportStarted:
-		out.Type = admin.EventImportStarted
-	case node.ImportEnded:
-		out.Type = admin.EventImportEnded
-	case node.AckFailed:
-		out.Type, out.Hash, out.Error = admin.EventAckFailed, e.Hash.String(), errString(e.Err)
-	default:
-		out.Type = fmt.Sprintf("%T", ev)
-	}
-	return out
 }

@@ -2,11 +2,13 @@ package admin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
@@ -24,14 +27,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type fakeBackend struct {
 	mu      sync.Mutex
 	topics  map[string][][]byte // hex topic → messages
-	subs    map[string][]chan Event
+	subs    map[string][]chan node.Event
 	stopped chan string // topic of every stopped subscription
 	failPub error
 	acked   []string // "topic hash" of every Ack
 }
 
 func newFake() *fakeBackend {
-	return &fakeBackend{topics: map[string][][]byte{}, subs: map[string][]chan Event{}, stopped: make(chan string, 16)}
+	return &fakeBackend{topics: map[string][][]byte{}, subs: map[string][]chan node.Event{}, stopped: make(chan string, 16)}
 }
 
 func (f *fakeBackend) Status(ctx context.Context) (Status, error) {
@@ -66,23 +69,33 @@ func (f *fakeBackend) Publish(_ context.Context, topic string, msg []byte) (Publ
 	defer f.mu.Unlock()
 	seq := uint64(len(f.topics[topic]))
 	f.topics[topic] = append(f.topics[topic], msg)
-	h := operation.HashOf(msg).String()
+	h := operation.HashOf(msg)
 	for _, ch := range f.subs[topic] {
-		ch <- Event{Type: EventProcessed, Topic: topic, Hash: h, Seq: seq, Source: "local", Message: msg}
+		ch <- processed(topic, seq, msg, node.LocalStore{}, false)
 	}
-	return PublishResult{Hash: h, Seq: seq}, nil
+	return PublishResult{Hash: h.String(), Seq: seq}, nil
 }
 
-func (f *fakeBackend) Subscribe(ctx context.Context, topic string, from From) (<-chan Event, func(), error) {
+// processed is the event of the seq'th message of topic (hex).
+func processed(topic string, seq uint64, msg []byte, src node.Source, replayed bool) node.Event {
+	t, err := operation.ParseTopic(topic)
+	if err != nil {
+		panic(err)
+	}
+	return node.Processed{Operation: node.ProcessedOperation{Topic: t, Hash: operation.HashOf(msg), SeqNum: seq,
+		Message: msg, Source: src, Replayed: replayed}}
+}
+
+func (f *fakeBackend) Subscribe(ctx context.Context, topic string, from From) (<-chan node.Event, func(), error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.topics[topic]; !ok {
 		return nil, nil, fmt.Errorf("topic %s: %w", topic, ErrNotFound)
 	}
-	ch := make(chan Event, 16)
+	ch := make(chan node.Event, 16)
 	if from == FromStart {
 		for i, m := range f.topics[topic] {
-			ch <- Event{Type: EventProcessed, Topic: topic, Seq: uint64(i), Message: m, Source: "replay"}
+			ch <- processed(topic, uint64(i), m, node.StoreHistory{}, false)
 		}
 	}
 	f.subs[topic] = append(f.subs[topic], ch)
@@ -174,7 +187,9 @@ func TestRoundTrip(t *testing.T) {
 	}
 	for i, want := range []string{"one", "two"} {
 		ev, err := stream.Next()
-		if err != nil || string(ev.Message) != want || ev.Seq != uint64(i) || ev.Type != EventProcessed {
+		p, ok := ev.Event.(node.Processed)
+		if err != nil || !ok || string(p.Operation.Message) != want || p.Operation.SeqNum != uint64(i) ||
+			p.Operation.Source != (node.StoreHistory{}) || ev.Topic.String() != chat {
 			t.Fatalf("replayed event %d = %+v, %v", i, ev, err)
 		}
 	}
@@ -182,7 +197,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev, err := stream.Next()
-	if err != nil || string(ev.Message) != "three" || ev.Source != "local" {
+	if p, ok := ev.Event.(node.Processed); err != nil || !ok || string(p.Operation.Message) != "three" || p.Operation.Source != (node.LocalStore{}) {
 		t.Fatalf("live event = %+v, %v", ev, err)
 	}
 	// Client disconnect stops the backend subscription.
@@ -376,5 +391,99 @@ func TestAck(t *testing.T) {
 	defer f.mu.Unlock()
 	if len(f.acked) != 1 || f.acked[0] != chat+" "+h {
 		t.Fatalf("backend acks = %v", f.acked)
+	}
+}
+
+// eventsBackend streams a fixed list of events to every subscriber, then ends the stream.
+type eventsBackend struct {
+	*fakeBackend
+	events []node.Event
+}
+
+func (b eventsBackend) Subscribe(context.Context, string, From) (<-chan node.Event, func(), error) {
+	ch := make(chan node.Event, len(b.events))
+	for _, ev := range b.events {
+		ch <- ev
+	}
+	close(ch)
+	return ch, func() {}, nil
+}
+
+// TestEventsStreamWireForm: every kind of node event reaches a client through the events
+// stream as the node's JSON form, one object per line, and decodes back into the node's
+// types (what the CLI prints and acknowledges).
+func TestEventsStreamWireForm(t *testing.T) {
+	key, err := operation.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := key.PublicKey()
+	hash := operation.HashOf([]byte("op"))
+	fail := errors.New("it broke")
+	op := node.ProcessedOperation{Hash: hash, Author: peer, SeqNum: 3, Timestamp: 1, Message: []byte("m")}
+	var events []node.Event
+	for _, src := range []node.Source{node.LocalStore{}, node.StoreHistory{}, node.SyncSession{Peer: peer, SessionID: 2, Phase: node.PhaseLive},
+		node.Gossip{Peer: peer}, node.ExternalStream{SessionID: 5}} {
+		o := op
+		o.Source = src
+		events = append(events, node.Processed{Operation: o})
+	}
+	replayed := op
+	replayed.Source, replayed.Replayed = node.LocalStore{}, true
+	events = append(events, node.Processed{Operation: replayed},
+		node.ProcessingFailed{Hash: hash, Err: fail, Source: node.Gossip{Peer: peer}},
+		node.ReplayStarted{Total: 2}, node.ReplayEnded{}, node.ReplayFailed{Err: fail},
+		node.ImportStarted{SessionID: 5}, node.ImportEnded{SessionID: 5, Stored: 1, Duplicates: 1},
+		node.AckFailed{Hash: hash, Err: fail},
+		node.SyncStarted{Peer: peer, SessionID: 2, IncomingOps: 1}, node.SyncEnded{Peer: peer, SessionID: 2, Err: fail})
+
+	srv := httptest.NewServer(NewServer(eventsBackend{newFake(), events}, ServerOptions{}))
+	defer srv.Close()
+	topic := operation.Topic(operation.HashOf([]byte("chat")))
+	// The raw stream is exactly the node's JSON form of each event.
+	resp, err := http.Get(srv.URL + "/v1/topics/chat/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.Header.Get("Content-Type") != "application/x-ndjson" {
+		t.Fatalf("events stream: %v, %s", err, resp.Header.Get("Content-Type"))
+	}
+	var want strings.Builder
+	for _, ev := range events {
+		line, err := json.Marshal(node.TopicEvent{Topic: topic, Event: ev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want.Write(line)
+		want.WriteByte('\n')
+	}
+	if string(body) != want.String() {
+		t.Fatalf("stream\n%s\nwant\n%s", body, want.String())
+	}
+	// The client decodes each line into the event that was sent.
+	c, err := NewClient(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := c.Subscribe(ctx(t), "chat", FromFrontier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	for i, sent := range events {
+		got, err := stream.Next()
+		if err != nil {
+			t.Fatalf("event %d (%T): %v", i, sent, err)
+		}
+		line, _ := json.Marshal(got)
+		wantLine, _ := json.Marshal(node.TopicEvent{Topic: topic, Event: sent})
+		if got.Topic != topic || reflect.TypeOf(got.Event) != reflect.TypeOf(sent) || string(line) != string(wantLine) {
+			t.Errorf("event %d decoded to %#v, sent %#v", i, got, sent)
+		}
+	}
+	if _, err := stream.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the last event: %v, want EOF", err)
 	}
 }

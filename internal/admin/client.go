@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/pandanet/pandanet/pkg/node"
 )
 
 // Client talks to a panda-node admin API. It is safe for concurrent use.
@@ -158,21 +160,22 @@ func (c *Client) Subscribe(ctx context.Context, topic string, from From) (*Event
 	return &EventStream{body: resp.Body, sc: sc}, nil
 }
 
-// Next blocks for the next event. It returns io.EOF when the server closed the stream and
-// the context's error when it was cancelled.
-func (s *EventStream) Next() (Event, error) {
+// Next blocks for the next event, decoded from its JSON form into the node's types. It
+// returns io.EOF when the server closed the stream and the context's error when it was
+// cancelled.
+func (s *EventStream) Next() (node.TopicEvent, error) {
 	if s.err != nil {
-		return Event{}, s.err
+		return node.TopicEvent{}, s.err
 	}
 	for s.sc.Scan() {
 		line := bytes.TrimSpace(s.sc.Bytes())
 		if len(line) == 0 {
 			continue
 		}
-		var ev Event
+		var ev node.TopicEvent
 		if err := json.Unmarshal(line, &ev); err != nil {
-			s.err = fmt.Errorf("decode event: %w", err)
-			return Event{}, s.err
+			s.err = fmt.Errorf("events stream: %w", err)
+			return node.TopicEvent{}, s.err
 		}
 		return ev, nil
 	}
@@ -180,7 +183,7 @@ func (s *EventStream) Next() (Event, error) {
 	if s.err == nil {
 		s.err = io.EOF
 	}
-	return Event{}, s.err
+	return node.TopicEvent{}, s.err
 }
 
 // Close ends the subscription.

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
@@ -299,7 +300,6 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	_ = rc.Flush()
-	enc := json.NewEncoder(w)
 	for {
 		select {
 		case <-ctx.Done():
@@ -308,11 +308,16 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return
 			}
+			line, err := json.Marshal(node.TopicEvent{Topic: topic, Event: ev})
+			if err != nil {
+				s.log.Error("admin events stream: event not sent", "topic", topic.String(), "err", err)
+				continue
+			}
 			_ = rc.SetWriteDeadline(time.Now().Add(EventWriteTimeout))
 			if ctx.Err() != nil {
 				return // CloseStreams may have set its deadline before ours
 			}
-			if err := enc.Encode(ev); err != nil {
+			if _, err := w.Write(append(line, '\n')); err != nil {
 				return // client went away or does not read
 			}
 			if err := rc.Flush(); err != nil {

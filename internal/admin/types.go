@@ -9,7 +9,7 @@
 //	GET  /v1/peers                                → []PeerStatus
 //	POST /v1/topics                {"topic": s}   → {"topic": hex}
 //	POST /v1/topics/{topic}/publish  raw bytes    → PublishResult
-//	GET  /v1/topics/{topic}/events?from=frontier|start → NDJSON stream of Event
+//	GET  /v1/topics/{topic}/events?from=frontier|start → NDJSON stream of node.TopicEvent
 //	POST /v1/topics/{topic}/ack    {"hash": h}    → {"topic": hex, "hash": h}
 //
 // Errors are JSON objects {"error": "..."} with a 4xx or 5xx status.
@@ -19,6 +19,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/pandanet/pandanet/pkg/node"
 )
 
 // Status is GET /v1/status.
@@ -110,35 +112,6 @@ type PublishResult struct {
 	Seq  uint64 `json:"seq"`
 }
 
-// Event types of the events stream.
-const (
-	EventProcessed        = "processed"         // an operation was validated, stored and delivered
-	EventProcessingFailed = "processing_failed" // an operation was rejected (Error says why)
-	EventSyncStarted      = "sync_started"      // a sync session with Peer started for the topic
-	EventSyncEnded        = "sync_ended"        // ... ended; Error set if it failed
-	EventReplayStarted    = "replay_started"    // re-delivery of un-acknowledged operations begins
-	EventReplayEnded      = "replay_ended"
-	EventReplayFailed     = "replay_failed"
-	EventImportStarted    = "import_started"
-	EventImportEnded      = "import_ended"
-	EventAckFailed        = "ack_failed" // an acknowledgement could not be stored; will be redelivered
-)
-
-// Event is one line of GET /v1/topics/{topic}/events. Fields not meaningful for a type are
-// omitted, except Seq which is always present (0 for non-operation events).
-type Event struct {
-	Type      string `json:"type"`
-	Topic     string `json:"topic,omitempty"`     // hex
-	Hash      string `json:"hash,omitempty"`      // operation id, hex
-	Author    string `json:"author,omitempty"`    // hex public key
-	Seq       uint64 `json:"seq"`                 // sequence number in the author's log
-	Timestamp uint64 `json:"timestamp,omitempty"` // µs since the Unix epoch, from the header
-	Source    string `json:"source,omitempty"`    // "local", "sync", "gossip", "import", "replay" (re-delivery), "store" (from=start history)
-	Peer      string `json:"peer,omitempty"`      // remote peer id (sync source and sync events)
-	Message   []byte `json:"message,omitempty"`   // operation body, base64 in JSON
-	Error     string `json:"error,omitempty"`
-}
-
 // From selects where an events stream starts.
 type From string
 
@@ -172,8 +145,9 @@ type Backend interface {
 	// Publish signs msg into the node's log for topic and waits until it was processed.
 	Publish(ctx context.Context, topic string, msg []byte) (PublishResult, error)
 	// Subscribe streams events of topic until ctx is cancelled or stop is called; the
-	// channel is closed afterwards. stop must be safe to call more than once.
-	Subscribe(ctx context.Context, topic string, from From) (events <-chan Event, stop func(), err error)
+	// channel is closed afterwards. stop must be safe to call more than once. The server
+	// writes each event in its JSON form (node.TopicEvent).
+	Subscribe(ctx context.Context, topic string, from From) (events <-chan node.Event, stop func(), err error)
 	// AddTopic subscribes to and syncs topic until the process restarts.
 	AddTopic(ctx context.Context, topic string) error
 	// Ack acknowledges the operation hash (hex) of topic and every earlier operation of

@@ -1,15 +1,19 @@
 package node
 
 import (
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"context"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/pandanet/pandanet/pkg/logsync"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
 // Event is an item of a Subscription: one of Processed, ProcessingFailed, ReplayStarted,
 // ReplayEnded, ReplayFailed, ImportStarted, ImportEnded, AckFailed, SyncStarted, SyncEnded.
+// These are the node's only topic events: the lower layers' events (logsync's sync events)
+// are mapped onto them in one place (network.onSyncEvent), and the admin API streams them
+// in their JSON form (TopicEvent).
 type Event interface{ isEvent() }
 
 // Processed delivers one stored application message.
@@ -108,27 +112,28 @@ func (AckFailed) isEvent()        {}
 func (SyncStarted) isEvent()      {}
 func (SyncEnded) isEvent()        {}
 
-// Source says where an operation came from.
-type Source interface{ isSource() }
+// Source says where an operation came from. String is its name in the JSON form of
+// events: "local", "sync", "gossip", "import" or "store".
+type Source interface {
+	isSource()
+	String() string
+}
 
 // LocalStore: published on this node, or replayed from the local store.
 type LocalStore struct{}
 
-// SyncPhase distinguishes a sync session's catch-up from its live phase.
-type SyncPhase uint8
+// StoreHistory: read from the local store by Node.History. Nothing is delivered or
+// acknowledged: History reads, it is not a replay.
+type StoreHistory struct{}
 
-// The values are logsync.Phase's, so a phase converts by value.
+// SyncPhase distinguishes a sync session's catch-up from its live phase. It is log sync's
+// phase (one definition; String gives "sync" or "live").
+type SyncPhase = logsync.Phase
+
 const (
-	PhaseSync SyncPhase = iota // catch-up: the logs each side was missing at the start
-	PhaseLive                  // live: operations forwarded as they are stored
+	PhaseSync = logsync.PhaseSync // catch-up: the logs each side was missing at the start
+	PhaseLive = logsync.PhaseLive // live: operations forwarded as they are stored
 )
-
-func (p SyncPhase) String() string {
-	if p == PhaseLive {
-		return "live"
-	}
-	return "sync"
-}
 
 // SyncSession: received from a peer in a log-sync session.
 type SyncSession struct {
@@ -146,6 +151,13 @@ type ExternalStream struct{ SessionID uint64 }
 type Gossip struct{ Peer operation.PublicKey }
 
 func (LocalStore) isSource()     {}
+func (StoreHistory) isSource()   {}
 func (SyncSession) isSource()    {}
 func (ExternalStream) isSource() {}
 func (Gossip) isSource()         {}
+
+func (LocalStore) String() string     { return sourceLocal }
+func (StoreHistory) String() string   { return sourceStore }
+func (SyncSession) String() string    { return sourceSync }
+func (ExternalStream) String() string { return sourceImport }
+func (Gossip) String() string         { return sourceGossip }

@@ -124,7 +124,8 @@ func (v StoreView) Size(ctx context.Context) (int64, error) { return v.s.Size(ct
 
 // History yields the stored application messages of topic after the heights in after (nil:
 // all of them), log by log (sorted by author, then log id) in seq order. System-only
-// operations are skipped, and nothing is acknowledged: History reads, it is not a replay.
+// operations are skipped, and nothing is acknowledged: History reads, it is not a replay
+// (the operations' Source is StoreHistory).
 // The store is read about a megabyte at a time, so a long log is never held in memory. An
 // error ends the iteration with (zero ProcessedOperation, err).
 func (n *Node) History(ctx context.Context, topic operation.Topic, after Heights) iter.Seq2[ProcessedOperation, error] {
@@ -139,7 +140,7 @@ func (n *Node) History(ctx context.Context, topic operation.Topic, after Heights
 				if op.Header.PayloadSize == 0 {
 					return nil
 				}
-				if !yield(processedOf(topic, op, LocalStore{}, false, nil), nil) {
+				if !yield(processedOf(topic, op, StoreHistory{}, false, nil), nil) {
 					return errHistoryStopped
 				}
 				return nil

@@ -384,7 +384,7 @@ func (s *syncSink) Receive(ctx context.Context, topic operation.Topic, header, b
 		return err
 	}
 	t, err := s.n.ingestRemoteAsync(ctx, topic, header, body, SyncSession{Peer: chk.author, SessionID: src.SessionID,
-		Phase: SyncPhase(src.Phase), peerID: src.Peer})
+		Phase: src.Phase, peerID: src.Peer})
 	if err != nil {
 		return classifyIngestErr(err)
 	}
