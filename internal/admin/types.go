@@ -1,6 +1,9 @@
 // Package admin implements the panda-node admin HTTP API (docs/node-contract.md): a server
 // over a Backend interface that cmd/node implements on top of pkg/node, and a typed Client
-// used by the panda-node CLI and by the Kubernetes operator.
+// used by the panda-node CLI and by tests (the operator reads GET /v1/topics with its own
+// client, pinned to TopicStatus by contract_test.go). Events are pkg/node's: the events
+// stream writes each node.Event in its JSON form (node.TopicEvent) and the Client decodes
+// them back.
 //
 // Endpoints (all require "Authorization: Bearer <token>" when a token is configured):
 //
