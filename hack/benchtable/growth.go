@@ -53,6 +53,15 @@ var growthRows = []growth{
 	{Name: "one node's RSS vs followed topics (3 ops each)", Package: "./pkg/node", Bench: "^BenchmarkTopicMemoryGrowth$", Param: "topics",
 		XLabel: "topics followed", Metrics: []string{"rss-MiB", "goroutines/topic"},
 		LargeEnv: "PANDANET_BENCH_LARGE_TOPICS", Large: "100000", Chart: "growth-topics"},
+	{Name: "always-on node vs connected edge peers (1 topic each)", Package: "./pkg/node", Bench: "^BenchmarkEdgePeers$", Param: "peers",
+		XLabel: "edge peers syncing from one always-on node", Metrics: []string{"server-peak-rss-MiB", "server-cpu-s", "server-idle-cpu-pct", "s"},
+		LargeEnv: "PANDANET_BENCH_LARGE_PEERS", Large: "500", Chart: "growth-peers"},
+	{Name: "fresh edge syncs many topics x 10 ops", Package: "./pkg/node", Bench: "^BenchmarkSyncManyTopics$", Param: "topics",
+		XLabel: "topics (10 operations each)", Metrics: []string{"s", "peak-rss-MiB"},
+		LargeEnv: "PANDANET_BENCH_LARGE_SYNC_TOPICS", Large: "10000", Chart: "growth-sync-topics"},
+	{Name: "serving memory, 3 fresh peers sync 1 MiB ops at once", Package: "./pkg/node", Bench: "^BenchmarkServeLargeOps$", Param: "ops",
+		XLabel: "1 MiB operations in the topic", Metrics: []string{"server-peak-rss-MiB", "s"},
+		LargeEnv: "PANDANET_BENCH_LARGE_OPS", Large: "1000", Chart: "growth-large-ops"},
 }
 
 // runGrowth runs one growth row, with its opt-in long sizes if large is set.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,7 +185,7 @@ func benchCatchUp(b *testing.B, ops int) {
 		b.Fatal(err)
 	}
 
-	var total, first time.Duration
+	var total, first, cpu time.Duration
 	var peakRSS int64
 	b.ResetTimer()
 	for i := range b.N {
@@ -206,6 +207,7 @@ func benchCatchUp(b *testing.B, ops int) {
 				close(done)
 			}
 		})
+		cpu0 := processCPU()
 		b.StartTimer()
 		start = time.Now()
 		edge, err := New(ctx, WithDatabase(edgePath), observe, WithNetwork(loopbackNetwork(bootstrapTo(always))))
@@ -228,6 +230,7 @@ func benchCatchUp(b *testing.B, ops int) {
 			b.Fatalf("edge stored %d of %d operations after %v", stored.Load(), ops, catchUpDeadline(ops))
 		}
 		elapsed := time.Since(start)
+		cpu += processCPU() - cpu0
 		b.StopTimer()
 		peakRSS = max(peakRSS, peakResidentBytes(b))
 		total += elapsed
@@ -255,6 +258,10 @@ func benchCatchUp(b *testing.B, ops int) {
 	b.ReportMetric(secs, "s")
 	b.ReportMetric(float64(ops)/secs, "ops/s")
 	b.ReportMetric(first.Seconds()/float64(b.N), "s-to-first-op")
+	// CPU time of the whole process (both nodes) per received operation, and how many of
+	// the cores it kept busy: on a shared machine these move less than the wall time.
+	b.ReportMetric(float64(cpu.Microseconds())/float64(ops)/float64(b.N), "cpu-us/op")
+	b.ReportMetric(cpu.Seconds()/total.Seconds(), "cores-busy")
 	b.ReportMetric(float64(peakRSS)/(1<<20), "peak-rss-MiB")
 }
 
@@ -306,6 +313,15 @@ func BenchmarkTopicMemory(b *testing.B) {
 	b.ReportMetric(rssMiB/float64(b.N), "MiB/1000topics")
 	b.ReportMetric(heapMiB/float64(b.N), "heap-MiB/1000topics")
 	b.ReportMetric(goroutines/float64(b.N), "goroutines/topic")
+}
+
+// processCPU returns the user plus system CPU time the process used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // liveHeap returns the bytes of live heap objects after two full collections (the second
@@ -502,4 +518,86 @@ func fillTopics(b *testing.B, path string, topics, opsPerTopic int) []operation.
 	}
 	flush()
 	return names
+}
+
+// BenchmarkSyncManyTopics: a fresh edge node syncs many small topics (10 operations each)
+// from one always-on node: many short sync sessions instead of one long one. Timed from
+// creating the edge until its pipeline stored every operation of every topic; also reports
+// the process's peak RSS (both nodes). 100 and 1k topics by default; 10k (the issue 12
+// figure) with PANDANET_BENCH_LARGE_SYNC_TOPICS=10000 (opt-in: it takes minutes).
+func BenchmarkSyncManyTopics(b *testing.B) {
+	for _, n := range sizesWithEnv(b, []int{100, 1_000}, "PANDANET_BENCH_LARGE_SYNC_TOPICS") {
+		b.Run(fmt.Sprintf("topics=%d", n), func(b *testing.B) { benchSyncManyTopics(b, n, 10) })
+	}
+}
+
+func benchSyncManyTopics(b *testing.B, topics, opsPerTopic int) {
+	ctx := context.Background()
+	path := filepath.Join(b.TempDir(), "always-on.sqlite")
+	names := fillTopics(b, path, topics, opsPerTopic)
+	always, err := New(ctx, WithDatabase(path), WithNetwork(loopbackNetwork(func(c *NetworkConfig) {
+		c.Public, c.RelayService = true, true
+	})))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer always.Close()
+	for _, topic := range names {
+		if _, _, err := always.Stream(ctx, topic); err != nil {
+			b.Fatal(err)
+		}
+	}
+	waitForwarders(b, always, topics)
+	want := int64(topics * opsPerTopic)
+	deadline := time.Duration(max(1, topics/1000)) * 5 * time.Minute
+	var total time.Duration
+	var peakRSS int64
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		resetPeakRSS(b)
+		var stored atomic.Int64
+		done := make(chan struct{})
+		observe := WithObserver(func(r Observation) {
+			if r.Outcome == OutcomeStored && stored.Add(1) == want {
+				close(done)
+			}
+		})
+		b.StartTimer()
+		start := time.Now()
+		edge, err := New(ctx, WithDatabase(filepath.Join(b.TempDir(), fmt.Sprintf("edge-%d.sqlite", i))), observe,
+			WithNetwork(loopbackNetwork(bootstrapTo(always))))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var drains sync.WaitGroup
+		for _, topic := range names {
+			_, sub, err := edge.Stream(ctx, topic)
+			if err != nil {
+				b.Fatal(err)
+			}
+			drains.Go(func() {
+				for range sub.Events() {
+				}
+			})
+		}
+		select {
+		case <-done:
+		case <-time.After(deadline):
+			b.Fatalf("edge stored %d of %d operations after %v", stored.Load(), want, deadline)
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		peakRSS = max(peakRSS, peakResidentBytes(b))
+		total += elapsed
+		if err := edge.Close(); err != nil {
+			b.Fatal(err)
+		}
+		drains.Wait()
+		b.StartTimer()
+	}
+	secs := total.Seconds() / float64(b.N)
+	b.ReportMetric(secs, "s")
+	b.ReportMetric(float64(want)/secs, "ops/s")
+	b.ReportMetric(float64(peakRSS)/(1<<20), "peak-rss-MiB")
 }

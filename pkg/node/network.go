@@ -340,9 +340,7 @@ func (a syncStore) LogHeights(ctx context.Context, topic operation.Topic) (logsy
 }
 
 func (a syncStore) LogRange(ctx context.Context, author operation.PublicKey, log operation.LogID, from, to uint64, fn func(header, body []byte) error) error {
-	return a.s.LogRange(ctx, author, log, from, to, func(op *operation.Operation) error {
-		return fn(op.HeaderBytes, op.Body)
-	})
+	return a.s.LogRangeRaw(ctx, author, log, from, to, fn)
 }
 
 func (a syncStore) LogSize(ctx context.Context, author operation.PublicKey, log operation.LogID, from, to uint64) (uint64, uint64, error) {

@@ -16,7 +16,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if crashChild() {
+	if crashChild() || serveChild() {
 		return
 	}
 	goleak.VerifyTestMain(m)

@@ -188,6 +188,18 @@ func TestPruneAndRanges(t *testing.T) {
 					t.Fatalf("range not ascending at %d: %d after %d", i, seen[i], seen[i-1])
 				}
 			}
+			// LogRangeRaw hands out the stored bytes of the same entries, undecoded.
+			raw := 0
+			if err := s.LogRangeRaw(ctx, author, log, 10, 530, func(header, body []byte) error {
+				op := ops[10+raw]
+				if !bytes.Equal(header, op.HeaderBytes) || !bytes.Equal(body, op.Body) {
+					t.Fatalf("raw entry %d differs from what was stored", 10+raw)
+				}
+				raw++
+				return nil
+			}); err != nil || raw != 521 {
+				t.Fatalf("raw range: %d entries, %v", raw, err)
+			}
 			stop := errors.New("stop")
 			n := 0
 			if err := s.LogRange(ctx, author, log, 0, 1000, func(*operation.Operation) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
