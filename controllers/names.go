@@ -13,16 +13,20 @@ import (
 
 // Well-known paths and ports from docs/node-contract.md.
 const (
-	DataDir       = "/var/lib/panda"
-	IdentityDir   = "/etc/panda/identity"
-	TopicsDir     = "/etc/panda/topics"
-	AdminDir      = "/etc/panda/admin"
-	ConfigDir     = "/etc/panda/config"
-	P2PPort       = 4001
-	MetricsPort   = 9464
-	AdminPort     = 7070
-	TopicsKey     = "topics"
-	RetainedKey   = "retained"
+	DataDir     = "/var/lib/panda"
+	IdentityDir = "/etc/panda/identity"
+	TopicsDir   = "/etc/panda/topics"
+	AdminDir    = "/etc/panda/admin"
+	ConfigDir   = "/etc/panda/config"
+	P2PPort     = 4001
+	MetricsPort = 9464
+	AdminPort   = 7070
+	TopicsKey   = "topics"
+	RetainedKey = "retained"
+	// RetainedSecretKey lists retained topics that came from topicsFrom Secrets (hex ids).
+	RetainedSecretKey = "retained-from-secrets"
+	// fromKeyPrefix + a TopicReplica's name: the topics last read from its topicsFrom Secret.
+	fromKeyPrefix = "from."
 	AdminTokenKey = "token"
 	nodeContainer = "panda-node"
 	dataVolume    = "data"
@@ -36,9 +40,17 @@ func statefulSetName(pn *pandav1.PandaNetwork) string     { return pn.Name }
 func headlessServiceName(pn *pandav1.PandaNetwork) string { return pn.Name + "-headless" }
 func identitySecretName(pn *pandav1.PandaNetwork) string  { return pn.Name + "-identity" }
 func adminSecretName(pn *pandav1.PandaNetwork) string     { return pn.Name + "-admin-token" }
-func topicsConfigMapName(pn *pandav1.PandaNetwork) string { return pn.Name + "-topics" }
+func topicsSecretName(pn *pandav1.PandaNetwork) string    { return pn.Name + "-topics" }
 func configConfigMapName(pn *pandav1.PandaNetwork) string { return pn.Name + "-config" }
 func pdbName(pn *pandav1.PandaNetwork) string             { return pn.Name }
+
+// retainedSecretName holds the retained topics. Not "<name>-retained-topics": that is the
+// topics Secret of a network called "<name>-retained".
+func retainedSecretName(pn *pandav1.PandaNetwork) string { return pn.Name + "-topics-retained" }
+
+// legacyTopicsConfigMapName is where earlier operator versions kept the topics file (a
+// ConfigMap); it is migrated and deleted (see removeLegacyTopicsConfigMap).
+func legacyTopicsConfigMapName(pn *pandav1.PandaNetwork) string { return pn.Name + "-topics" }
 
 // nodeName is both the pod name and its per-node Service name.
 func nodeName(pn *pandav1.PandaNetwork, ordinal int32) string {

@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	pandav1 "github.com/pandanet/pandanet/api/v1alpha1"
 )
@@ -67,6 +68,17 @@ type PandaNetworkReconciler struct {
 	monitorPresent bool
 
 	gate upgradeGate
+
+	// TopicsChanged receives the networks whose topicsFrom Secrets changed (sent by the
+	// TopicReplica controller, which reads those Secrets at every poll); nil makes one.
+	TopicsChanged chan event.GenericEvent
+}
+
+func (r *PandaNetworkReconciler) topicsChanged() chan event.GenericEvent {
+	if r.TopicsChanged == nil {
+		r.TopicsChanged = make(chan event.GenericEvent, 64)
+	}
+	return r.TopicsChanged
 }
 
 // +kubebuilder:rbac:groups=pandanet.io,resources=pandanetworks,verbs=get;list;watch
@@ -74,7 +86,7 @@ type PandaNetworkReconciler struct {
 // +kubebuilder:rbac:groups=pandanet.io,resources=pandanetworks/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
@@ -224,6 +236,8 @@ type observed struct {
 	upgradeDeferred bool
 	// scaleDownBlocked says why a scale-down waits.
 	scaleDownBlocked string
+	// retainedTopics is status.retainedTopics (secret topics as fingerprints).
+	retainedTopics []string
 }
 
 func (r *PandaNetworkReconciler) image(pn *pandav1.PandaNetwork) string {
@@ -244,7 +258,7 @@ func (r *PandaNetworkReconciler) reconcileObjects(ctx context.Context, pn *panda
 	if err := r.reconcileAdminToken(ctx, pn); err != nil {
 		return obs, err
 	}
-	if err := r.reconcileTopics(ctx, pn); err != nil {
+	if obs.retainedTopics, err = r.reconcileTopics(ctx, pn); err != nil {
 		return obs, err
 	}
 	if err := r.reconcileServices(ctx, pn, obs); err != nil {
@@ -269,6 +283,9 @@ func (r *PandaNetworkReconciler) reconcileObjects(ctx context.Context, pn *panda
 		return obs, fmt.Errorf("reconcile configmap %s: %w", cfg.Name, err)
 	}
 	if obs.sts, obs.upgradeDeferred, err = r.reconcileStatefulSet(ctx, pn); err != nil {
+		return obs, err
+	}
+	if err := r.removeLegacyTopicsConfigMap(ctx, pn, obs.sts); err != nil {
 		return obs, err
 	}
 	if err := r.reconcilePDB(ctx, pn); err != nil {
@@ -404,25 +421,6 @@ func listTopicReplicas(ctx context.Context, c client.Reader, namespace, network 
 		return nil, fmt.Errorf("list topicreplicas of %s/%s: %w", namespace, network, err)
 	}
 	return list.Items, nil
-}
-
-func (r *PandaNetworkReconciler) reconcileTopics(ctx context.Context, pn *pandav1.PandaNetwork) error {
-	trs, err := listTopicReplicas(ctx, r.Client, pn.Namespace, pn.Name)
-	if err != nil {
-		return err
-	}
-	current := &corev1.ConfigMap{}
-	var previousRetained []string
-	if err := r.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: topicsConfigMapName(pn)}, current); err == nil {
-		previousRetained = ParseTopicsFile(current.Data[RetainedKey])
-	} else if !apierrors.IsNotFound(err) {
-		return fmt.Errorf("reconcile configmap %s: %w", topicsConfigMapName(pn), err)
-	}
-	cm := BuildTopicsConfigMap(pn, MergeTopics(trs, previousRetained))
-	if err := r.applyConfigMap(ctx, pn, cm); err != nil {
-		return fmt.Errorf("reconcile configmap %s: %w", cm.Name, err)
-	}
-	return nil
 }
 
 func (r *PandaNetworkReconciler) applyConfigMap(ctx context.Context, pn *pandav1.PandaNetwork, desired *corev1.ConfigMap) error {
@@ -880,8 +878,10 @@ func (r *PandaNetworkReconciler) updateStatus(ctx context.Context, pn *pandav1.P
 			return err
 		}
 		st.RetainedVolumes = vols
+		st.RetainedTopics = obs.retainedTopics
 	} else {
 		st.RetainedVolumes = pn.Status.RetainedVolumes
+		st.RetainedTopics = pn.Status.RetainedTopics
 	}
 	facts.NodesWithoutAddress = nodesWithoutBootstrap(pn, &st)
 	st.Conditions = append([]metav1.Condition(nil), pn.Status.Conditions...)
@@ -903,7 +903,8 @@ func (r *PandaNetworkReconciler) updateStatus(ctx context.Context, pn *pandav1.P
 }
 
 // SetupWithManager registers the controller. Topic changes arrive through the
-// TopicReplica watch and only rewrite the topics ConfigMap.
+// TopicReplica watch (and, for edits of topicsFrom Secrets, through topicsChanged from the
+// TopicReplica controller) and only rewrite the topics Secret.
 func (r *PandaNetworkReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		// Annotations too: the pause and restart annotations do not bump the generation.
@@ -931,6 +932,7 @@ func (r *PandaNetworkReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			// Status writes of TopicReplicas (every poll) must not rebuild the network;
 			// spec changes and deletion (which bumps generation) do.
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesRawSource(source.Channel(r.topicsChanged(), &handler.EnqueueRequestForObject{})).
 		Named("pandanetwork").
 		Complete(r)
 }

@@ -124,7 +124,7 @@ func TestPandaNetworkLifecycle(t *testing.T) {
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "alpha-1"}},
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "alpha-2"}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "alpha-admin-token"}},
-		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "alpha-topics"}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "alpha-topics"}},
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "alpha-config"}},
 		&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "alpha"}},
 	}
@@ -146,6 +146,13 @@ func TestPandaNetworkLifecycle(t *testing.T) {
 	}
 	if len(identity.OwnerReferences) != 0 {
 		t.Errorf("identity secret must not be owned (it must survive deletion), has %v", identity.OwnerReferences)
+	}
+	kept := &corev1.Secret{}
+	if err := k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "alpha-topics-retained"}, kept); err != nil {
+		t.Fatal(err)
+	}
+	if len(kept.OwnerReferences) != 0 || kept.Labels[networkLabel] != "alpha" {
+		t.Errorf("retained topics secret must be unowned and labelled: %+v", kept.ObjectMeta)
 	}
 	ids := peerIDsFromSecret(t, ns, "alpha", 3)
 
@@ -400,12 +407,12 @@ func TestTopicChangesDoNotRollPods(t *testing.T) {
 
 func waitTopics(t *testing.T, ns, network string, want []string) {
 	t.Helper()
-	eventually(t, "topics configmap", func() error {
-		cm := &corev1.ConfigMap{}
-		if err := k8sClient.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: network + "-topics"}, cm); err != nil {
+	eventually(t, "topics secret", func() error {
+		sec := &corev1.Secret{}
+		if err := k8sClient.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: network + "-topics"}, sec); err != nil {
 			return err
 		}
-		if got := ParseTopicsFile(cm.Data[TopicsKey]); !slices.Equal(got, want) {
+		if got := ParseTopicsFile(string(sec.Data[TopicsKey])); !slices.Equal(got, want) {
 			return fmt.Errorf("topics = %v, want %v", got, want)
 		}
 		return nil

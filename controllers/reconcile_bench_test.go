@@ -55,13 +55,13 @@ func BenchmarkReconcile100TopicReplicas(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		benchEventually(b, "topics configmap", func() error {
-			cm := &corev1.ConfigMap{}
-			if err := k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "bench-topics"}, cm); err != nil {
+		benchEventually(b, "topics secret", func() error {
+			sec := &corev1.Secret{}
+			if err := k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "bench-topics"}, sec); err != nil {
 				return err
 			}
-			if got := ParseTopicsFile(cm.Data[TopicsKey]); !slices.Equal(got, want) {
-				return fmt.Errorf("configmap lists %d of %d topics", len(got), len(want))
+			if got := ParseTopicsFile(string(sec.Data[TopicsKey])); !slices.Equal(got, want) {
+				return fmt.Errorf("topics secret lists %d of %d topics", len(got), len(want))
 			}
 			return nil
 		})

@@ -55,8 +55,10 @@ func nodeArgs(pn *pandav1.PandaNetwork) []string {
 	}
 }
 
-// BuildPodTemplate returns the node pod template. Topics and per-ordinal config are
-// mounted as whole ConfigMap directories (no subPath), so kubelet refreshes them in place
+// BuildPodTemplate returns the node pod template. Topics (a Secret: topic ids are read
+// capabilities) and per-ordinal config (a ConfigMap) are mounted as whole volumes (no
+// subPath), so kubelet refreshes them in place (the same atomic ..data symlink swap for
+// Secret and ConfigMap volumes)
 // and changing them never touches this template: pods never restart for topic changes,
 // nor when public addresses become known (a LoadBalancer IP arrives, a pod lands on a
 // node), because nodes apply the announce and bootstrap keys of their config file live.
@@ -162,9 +164,11 @@ func BuildPodTemplate(pn *pandav1.PandaNetwork, image string) corev1.PodTemplate
 				{Name: "admin-token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 					SecretName: adminSecretName(pn), DefaultMode: ptr.To(int32(0o440)),
 					Items: []corev1.KeyToPath{{Key: AdminTokenKey, Path: AdminTokenKey}}}}},
-				{Name: "topics", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-					LocalObjectReference: corev1.LocalObjectReference{Name: topicsConfigMapName(pn)},
-					Items:                []corev1.KeyToPath{{Key: TopicsKey, Path: TopicsKey}}}}},
+				// Only the topics file: the Secret's other keys (topics last read from
+				// topicsFrom Secrets) are the operator's bookkeeping.
+				{Name: "topics", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+					SecretName: topicsSecretName(pn), DefaultMode: ptr.To(int32(0o440)),
+					Items: []corev1.KeyToPath{{Key: TopicsKey, Path: TopicsKey}}}}},
 				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 					LocalObjectReference: corev1.LocalObjectReference{Name: configConfigMapName(pn)}}}},
 				{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
@@ -337,104 +341,6 @@ func BuildPDB(pn *pandav1.PandaNetwork) *policyv1.PodDisruptionBudget {
 	}
 }
 
-// TopicSet is the result of merging the TopicReplicas of one network.
-type TopicSet struct {
-	// Topics is the sorted union written to the topics file.
-	Topics []string
-	// Retained are topics kept subscribed because a Retain-policy TopicReplica asked for
-	// them at some point; remembered in the ConfigMap so they survive its deletion.
-	Retained []string
-	// Lines are the topics file's lines: Topics, in order, each followed by its write
-	// policy ("topic [writers=… author-ops=…]") when a live TopicReplica sets one.
-	Lines []string
-}
-
-// MergeTopics computes the topics file of a network. Live (not terminating) replicas
-// contribute their topics. Retain-policy topics are remembered (previousRetained) and stay
-// subscribed after their TopicReplica goes; a topic leaves the retained set only when a
-// Delete-policy TopicReplica claims it, so switching a replica to Delete and deleting it
-// is how a retained topic is unsubscribed.
-func MergeTopics(replicas []pandav1.TopicReplica, previousRetained []string) TopicSet {
-	// Keyed by the canonical id (lower-case hex of the 32 bytes): "ABC…" and "abc…", or a
-	// name and its own BLAKE3 hash, are one topic and must appear once in the file.
-	want := map[string]string{}
-	retained := map[string]string{}
-	add := func(m map[string]string, t string) {
-		id := canonicalID(t)
-		if cur, ok := m[id]; !ok || t < cur {
-			m[id] = t
-		}
-	}
-	for _, t := range previousRetained {
-		add(retained, t)
-	}
-	for i := range replicas {
-		tr := &replicas[i]
-		if tr.Spec.ReclaimPolicy == pandav1.ReclaimDelete {
-			for _, t := range tr.Spec.Topics {
-				delete(retained, canonicalID(t))
-			}
-		}
-	}
-	for i := range replicas {
-		tr := &replicas[i]
-		live := tr.DeletionTimestamp.IsZero()
-		for _, t := range tr.Spec.Topics {
-			if live {
-				add(want, t)
-			}
-			if tr.Spec.ReclaimPolicy != pandav1.ReclaimDelete {
-				add(retained, t)
-			}
-		}
-	}
-	for _, t := range retained {
-		add(want, t)
-	}
-	set := TopicSet{Topics: sortedValues(want), Retained: sortedValues(retained)}
-	policies := topicPolicies(replicas)
-	for _, t := range set.Topics {
-		if p := policies[canonicalID(t)]; p != "" {
-			t += " [" + p + "]"
-		}
-		set.Lines = append(set.Lines, t)
-	}
-	return set
-}
-
-// topicPolicies renders the write policy of every topic that a live TopicReplica gives
-// one, keyed by the topic's canonical id.
-// When several replicas list a topic with different policies, the oldest replica's
-// (creation time, then name) applies.
-func topicPolicies(replicas []pandav1.TopicReplica) map[string]string {
-	order := make([]*pandav1.TopicReplica, 0, len(replicas))
-	for i := range replicas {
-		if replicas[i].DeletionTimestamp.IsZero() {
-			order = append(order, &replicas[i])
-		}
-	}
-	sort.SliceStable(order, func(i, j int) bool {
-		ti, tj := order[i].CreationTimestamp, order[j].CreationTimestamp
-		if !ti.Equal(&tj) {
-			return ti.Before(&tj)
-		}
-		return order[i].Name < order[j].Name
-	})
-	out := map[string]string{}
-	for _, tr := range order {
-		p := RenderTopicPolicy(&tr.Spec)
-		if p == "" {
-			continue
-		}
-		for _, t := range tr.Spec.Topics {
-			if _, ok := out[canonicalID(t)]; !ok {
-				out[canonicalID(t)] = p
-			}
-		}
-	}
-	return out
-}
-
 // RenderTopicPolicy renders a TopicReplica's writers, quota and retention in the topics
 // file's policy syntax (docs/policy.md), "" when it sets none.
 func RenderTopicPolicy(spec *pandav1.TopicReplicaSpec) string {
@@ -499,17 +405,6 @@ func ParseTopicsFile(s string) []string {
 		out = append(out, line)
 	}
 	return out
-}
-
-// BuildTopicsConfigMap holds the topics file and the retained set.
-func BuildTopicsConfigMap(pn *pandav1.PandaNetwork, set TopicSet) *corev1.ConfigMap {
-	return &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: topicsConfigMapName(pn), Namespace: pn.Namespace, Labels: commonLabels(pn)},
-		Data: map[string]string{
-			TopicsKey:   RenderTopicsFile(set.Lines),
-			RetainedKey: RenderTopicsFile(set.Retained),
-		},
-	}
 }
 
 // BuildConfigConfigMap renders one NodeConfig YAML per ordinal.

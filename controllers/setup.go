@@ -12,6 +12,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	pandav1 "github.com/pandanet/pandanet/api/v1alpha1"
 )
@@ -62,16 +63,19 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	if nodes == nil {
 		nodes = NewHTTPNodeStatusClient()
 	}
+	// The TopicReplica controller reads topicsFrom Secrets at every poll and tells the
+	// PandaNetwork controller through this channel when one changed.
+	topicsChanged := make(chan event.GenericEvent, 64)
 	if err := (&PandaNetworkReconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), APIReader: mgr.GetAPIReader(),
 		DefaultImage: opts.DefaultImage, MonitoringRecheck: opts.MonitoringRecheck,
-		Recorder: mgr.GetEventRecorder("panda-operator"), Nodes: nodes,
+		Recorder: mgr.GetEventRecorder("panda-operator"), Nodes: nodes, TopicsChanged: topicsChanged,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setup pandanetwork controller: %w", err)
 	}
 	if err := (&TopicReplicaReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Nodes: nodes, PollInterval: opts.PollInterval,
-		Recorder: mgr.GetEventRecorder("panda-operator"),
+		Recorder: mgr.GetEventRecorder("panda-operator"), TopicsChanged: topicsChanged,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setup topicreplica controller: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -36,7 +37,7 @@ const TopicCleanupFinalizer = "pandanet.io/topic-cleanup"
 
 // TopicReplicaReconciler validates TopicReplicas and reports which nodes hold their topics.
 // The topics themselves reach the nodes through the PandaNetwork controller, which watches
-// TopicReplicas and rewrites the network's topics ConfigMap.
+// TopicReplicas and rewrites the network's topics Secret.
 type TopicReplicaReconciler struct {
 	client.Client
 	// APIReader reads the admin token Secret uncached.
@@ -50,8 +51,15 @@ type TopicReplicaReconciler struct {
 	// Recorder records the QuotaNearlyFull event; nil records none.
 	Recorder recorder.EventRecorder
 
+	// TopicsChanged is where the controller tells the PandaNetwork controller that a
+	// topicsFrom Secret's content changed (nil: nobody listens).
+	TopicsChanged chan<- event.GenericEvent
+
 	pollerOnce sync.Once
 	shared     *sharedPoller
+	// sourceSeen maps a TopicReplica to a digest of what its topicsFrom Secret gave at the
+	// last reconcile.
+	sourceSeen sync.Map
 }
 
 // poller is the one node poller all TopicReplicas share: answers at most half a poll
@@ -78,6 +86,7 @@ func (r *TopicReplicaReconciler) pollInterval() time.Duration {
 func (r *TopicReplicaReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	tr := &pandav1.TopicReplica{}
 	if err := r.Get(ctx, req.NamespacedName, tr); err != nil {
+		r.sourceSeen.Delete(req.NamespacedName)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	pn := &pandav1.PandaNetwork{}
@@ -102,6 +111,10 @@ func (r *TopicReplicaReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}
 
+	rr, err := r.resolve(ctx, tr, pn, networkFound)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	st := pandav1.TopicReplicaStatus{ObservedGeneration: tr.Generation}
 	st.Conditions = append([]metav1.Condition(nil), tr.Status.Conditions...)
 	if !networkFound {
@@ -111,9 +124,18 @@ func (r *TopicReplicaReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		})
 	} else {
 		reports, errs := r.pollNodes(ctx, pn)
-		st.Topics = BuildTopicStatuses(tr.Spec.Topics, reports)
-		setConditions(&st.Conditions, TopicReadyCondition(tr.Generation, tr.Spec.Topics, desiredReplicas(pn), st.Topics, errs))
-		quota := QuotaCondition(tr, reports)
+		st.Topics = buildTopicStatuses(tr, rr.Topics, reports)
+		ready := TopicReadyCondition(tr.Generation, displayNames(tr, rr.Topics), desiredReplicas(pn), st.Topics, errs)
+		if se := rr.SourceErr; se != nil {
+			ready = metav1.Condition{Type: pandav1.ConditionReady, Status: metav1.ConditionFalse, Reason: se.Reason,
+				ObservedGeneration: tr.Generation,
+				Message: fmt.Sprintf("%s; the nodes keep the %d topics last read from it", se.Message, len(rr.fromSecret))}
+			if old := meta.FindStatusCondition(tr.Status.Conditions, pandav1.ConditionReady); (old == nil || old.Reason != se.Reason) && r.Recorder != nil {
+				r.Recorder.Eventf(tr, nil, corev1.EventTypeWarning, se.Reason, "ReadTopics", "%s", ready.Message)
+			}
+		}
+		setConditions(&st.Conditions, ready)
+		quota := quotaCondition(tr, rr.Topics, reports)
 		was := meta.IsStatusConditionTrue(tr.Status.Conditions, pandav1.ConditionQuotaNearlyFull)
 		if quota.Status == metav1.ConditionTrue && !was && r.Recorder != nil {
 			r.Recorder.Eventf(tr, nil, corev1.EventTypeWarning, pandav1.ConditionQuotaNearlyFull, "QuotaCheck", "%s", quota.Message)
@@ -153,22 +175,84 @@ func (r *TopicReplicaReconciler) finalize(ctx context.Context, tr *pandav1.Topic
 	return ctrl.Result{}, nil
 }
 
-// topicsFileCaughtUp reports whether the topics ConfigMap equals what MergeTopics yields
-// for the current replicas (the terminating one no longer contributes).
+// topicsFileCaughtUp reports whether the topics Secret equals what MergeResolved yields
+// for the current replicas (the terminating one no longer contributes), with the topicsFrom
+// topics the network controller last read (the from.<name> keys).
 func (r *TopicReplicaReconciler) topicsFileCaughtUp(ctx context.Context, pn *pandav1.PandaNetwork) (bool, error) {
-	cm := &corev1.ConfigMap{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: topicsConfigMapName(pn)}, cm); err != nil {
+	cur := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: topicsSecretName(pn)}, cur); err != nil {
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
-		return false, fmt.Errorf("get configmap %s: %w", topicsConfigMapName(pn), err)
+		return false, fmt.Errorf("get secret %s: %w", topicsSecretName(pn), err)
+	}
+	kept := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: retainedSecretName(pn)}, kept); client.IgnoreNotFound(err) != nil {
+		return false, fmt.Errorf("get secret %s: %w", retainedSecretName(pn), err)
 	}
 	trs, err := listTopicReplicas(ctx, r.Client, pn.Namespace, pn.Name)
 	if err != nil {
 		return false, err
 	}
-	want := MergeTopics(trs, ParseTopicsFile(cm.Data[RetainedKey]))
-	return slices.Equal(want.Lines, ParseTopicsFile(cm.Data[TopicsKey])), nil
+	rs := make([]ResolvedReplica, 0, len(trs))
+	for i := range trs {
+		rr := ResolvedReplica{Replica: &trs[i], Topics: specTopics(&trs[i])}
+		if last, ok := cur.Data[fromKey(trs[i].Name)]; ok && trs[i].Spec.TopicsFrom != nil {
+			from, _ := ParseSecretTopics(string(last))
+			rr.Topics = append(rr.Topics, from...)
+		}
+		rs = append(rs, rr)
+	}
+	want := MergeResolved(rs, ParseTopicsFile(string(kept.Data[RetainedKey])), ParseTopicsFile(string(kept.Data[RetainedSecretKey])))
+	return slices.Equal(want.Lines, ParseTopicsFile(string(cur.Data[TopicsKey]))), nil
+}
+
+// resolve reads the replica's topics. When its topicsFrom Secret cannot be used, the topics
+// last read from it (kept by the network controller in the topics Secret) stand in. A change
+// of what the Secret gives wakes the PandaNetwork controller, which rewrites the file.
+func (r *TopicReplicaReconciler) resolve(ctx context.Context, tr *pandav1.TopicReplica, pn *pandav1.PandaNetwork, networkFound bool) (ResolvedReplica, error) {
+	rr, err := resolveReplica(ctx, r.APIReader, tr, nil)
+	if err != nil {
+		return rr, err
+	}
+	key := client.ObjectKeyFromObject(tr)
+	if tr.Spec.TopicsFrom == nil {
+		r.sourceSeen.Delete(key)
+		return rr, nil
+	}
+	digest := string(renderSecretTopics(rr.fromSecret))
+	if rr.SourceErr != nil {
+		digest = "error: " + rr.SourceErr.Reason
+		if networkFound {
+			sec := &corev1.Secret{}
+			err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: topicsSecretName(pn)}, sec)
+			if client.IgnoreNotFound(err) != nil {
+				return rr, fmt.Errorf("get secret %s: %w", topicsSecretName(pn), err)
+			}
+			if last, ok := sec.Data[fromKey(tr.Name)]; ok {
+				rr.fromSecret, _ = ParseSecretTopics(string(last))
+				rr.Topics = append(rr.Topics, rr.fromSecret...)
+			}
+		}
+	}
+	if prev, ok := r.sourceSeen.Swap(key, digest); (!ok || prev.(string) != digest) && r.TopicsChanged != nil && networkFound {
+		ev := event.GenericEvent{Object: &pandav1.PandaNetwork{ObjectMeta: metav1.ObjectMeta{Namespace: tr.Namespace, Name: tr.Spec.NetworkRef.Name}}}
+		select {
+		case r.TopicsChanged <- ev:
+		case <-ctx.Done():
+			return rr, ctx.Err()
+		}
+	}
+	return rr, nil
+}
+
+func displayNames(tr *pandav1.TopicReplica, topics []ReplicaTopic) []string {
+	out := make([]string, 0, len(topics))
+	for _, t := range topics {
+		name, _ := t.Display(tr)
+		out = append(out, name)
+	}
+	return out
 }
 
 type nodeReport struct {
@@ -222,6 +306,16 @@ func (r *TopicReplicaReconciler) pollNodes(ctx context.Context, pn *pandav1.Pand
 // BuildTopicStatuses maps node reports (hex ids) onto the spec's topics (as written), with
 // how far each node is behind the others (TopicNodeStatus.Behind).
 func BuildTopicStatuses(topics []string, reports []nodeReport) []pandav1.TopicStatus {
+	ts := make([]ReplicaTopic, 0, len(topics))
+	for _, t := range topics {
+		ts = append(ts, ReplicaTopic{Name: t, ID: canonicalID(t)})
+	}
+	return buildTopicStatuses(&pandav1.TopicReplica{}, ts, reports)
+}
+
+// buildTopicStatuses maps node reports onto the replica's topics; a topic from topicsFrom
+// is shown by its Secret and fingerprint, never its id.
+func buildTopicStatuses(tr *pandav1.TopicReplica, topics []ReplicaTopic, reports []nodeReport) []pandav1.TopicStatus {
 	// Each node's listing indexed once, so 1,000 topics cost 1,000 lookups per node rather
 	// than 1,000 scans of 1,000 entries.
 	byID := make([]map[string]*NodeTopicStatus, len(reports))
@@ -233,8 +327,9 @@ func BuildTopicStatuses(topics []string, reports []nodeReport) []pandav1.TopicSt
 	}
 	out := make([]pandav1.TopicStatus, 0, len(topics))
 	for _, t := range topics {
-		id := canonicalID(t)
-		ts := pandav1.TopicStatus{Topic: t, ID: id}
+		id := t.ID
+		name, shown := t.Display(tr)
+		ts := pandav1.TopicStatus{Topic: name, ID: shown}
 		var held []*NodeTopicStatus
 		for i, rep := range reports {
 			nt := byID[i][strings.ToLower(id)]
@@ -390,6 +485,10 @@ const quotaWarnPercent = 90
 // QuotaCondition is True while some node stores at least 90% of one of the replica's quotas
 // (per topic, or for some author) for one of its topics; the message names the first ones.
 func QuotaCondition(tr *pandav1.TopicReplica, reports []nodeReport) metav1.Condition {
+	return quotaCondition(tr, specTopics(tr), reports)
+}
+
+func quotaCondition(tr *pandav1.TopicReplica, topics []ReplicaTopic, reports []nodeReport) metav1.Condition {
 	c := metav1.Condition{Type: pandav1.ConditionQuotaNearlyFull, ObservedGeneration: tr.Generation,
 		Status: metav1.ConditionFalse, Reason: pandav1.ReasonQuotaOK, Message: "every node is below 90% of every quota"}
 	q := tr.Spec.Quota
@@ -398,8 +497,12 @@ func QuotaCondition(tr *pandav1.TopicReplica, reports []nodeReport) metav1.Condi
 		return c
 	}
 	ids := map[string]string{}
-	for _, t := range tr.Spec.Topics {
-		ids[canonicalID(t)] = t
+	for _, t := range topics {
+		name, shown := t.Display(tr)
+		if t.Secret {
+			name = name + " " + shown
+		}
+		ids[t.ID] = name
 	}
 	var full []string
 	check := func(pod, topic, who string, ops, bytes int64, l *pandav1.TopicLimit) {

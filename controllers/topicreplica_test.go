@@ -2,11 +2,13 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -279,4 +281,83 @@ func TestQuotaNearlyFullEvent(t *testing.T) {
 		}
 		return fmt.Errorf("no QuotaNearlyFull event among %d events", len(evs.Items))
 	})
+}
+
+// TestTopicsFromSecretEnvtest: a TopicReplica that takes its topics from a Secret gets them
+// into the network's topics Secret; its status shows the Secret and a fingerprint, never
+// the id; an edit of the Secret reaches the topics file within a poll; a deleted Secret
+// gives Ready=False TopicsSecretNotFound while the nodes keep the topics.
+func TestTopicsFromSecretEnvtest(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	idA, idB := strings.Repeat("a7", 32), strings.Repeat("b8", 32)
+	fakeNodes.set(ns, "vault-0", []NodeTopicStatus{{Topic: idA, Operations: 3}})
+	pn := validNetwork(ns, "vault")
+	pn.Spec.Replicas = ptr.To(int32(1))
+	user := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "feeds"}, StringData: map[string]string{"topics": idA + "\n"}}
+	tr := fromSecret(validTopicReplica(ns, "private", "vault"), "feeds", "topics")
+	for _, o := range []client.Object{pn, user, tr} {
+		if err := k8sClient.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitTopics(t, ns, "vault", []string{idA})
+	eventually(t, "status by fingerprint, Ready", func() error {
+		cur := getTR(t, ns, "private")
+		c := condition(cur.Status.Conditions, pandav1.ConditionReady)
+		if c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("ready = %+v", c)
+		}
+		want := []pandav1.TopicStatus{{Topic: "secret:feeds/topics", ID: TopicFingerprint(idA),
+			Nodes: []pandav1.TopicNodeStatus{{Node: "vault-0", Operations: 3}}}}
+		if !equality.Semantic.DeepEqual(cur.Status.Topics, want) {
+			return fmt.Errorf("topics = %+v", cur.Status.Topics)
+		}
+		return nil
+	})
+	raw, err := json.Marshal(getTR(t, ns, "private"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(raw), idA) {
+		t.Fatalf("the TopicReplica reveals the secret topic id: %s", raw)
+	}
+
+	// An edit of the Secret is picked up at the next poll.
+	eventually(t, "edit secret", func() error {
+		cur := &corev1.Secret{}
+		if err := k8sClient.Get(ctx, keyOf(ns, "feeds"), cur); err != nil {
+			return err
+		}
+		cur.Data["topics"] = []byte(idA + "\n" + idB + "\n")
+		return k8sClient.Update(ctx, cur)
+	})
+	waitTopics(t, ns, "vault", []string{idA, idB})
+
+	// The Secret goes: Ready=False with the reason; the file keeps both topics.
+	if err := k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "feeds"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "TopicsSecretNotFound", func() error {
+		c := condition(getTR(t, ns, "private").Status.Conditions, pandav1.ConditionReady)
+		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != pandav1.ReasonTopicsSecretNotFound ||
+			!strings.Contains(c.Message, `Secret "feeds" not found`) || !strings.Contains(c.Message, "keep the 2 topics") {
+			return fmt.Errorf("ready = %+v", c)
+		}
+		return nil
+	})
+	// A network reconcile after the deletion (proved by its observedGeneration) left the file.
+	updateNetwork(t, ns, "vault", func(p *pandav1.PandaNetwork) { p.Spec.PodAnnotations = map[string]string{"touch": "1"} })
+	eventually(t, "network reconciled after the Secret went", func() error {
+		cur := getNetwork(t, ns, "vault")
+		if cur.Status.ObservedGeneration != cur.Generation {
+			return fmt.Errorf("observed %d of %d", cur.Status.ObservedGeneration, cur.Generation)
+		}
+		return nil
+	})
+	waitTopics(t, ns, "vault", []string{idA, idB})
+	if r := getNetwork(t, ns, "vault").Status.RetainedTopics; len(r) != 2 || strings.Contains(strings.Join(r, ","), idA) {
+		t.Fatalf("status.retainedTopics %v: want two fingerprints", r)
+	}
 }

@@ -93,7 +93,7 @@ func TestValidationRejectsBadSpecs(t *testing.T) {
 		{"bad topic id", validTopicReplica(ns, "t1", "net", "chat", "no spaces"), "spec.topics[1]"},
 		{"topic starting with #", validTopicReplica(ns, "t2", "net", "#comment"), "spec.topics[0]"},
 		{"duplicate topics", validTopicReplica(ns, "t3", "net", "chat", "chat"), "Duplicate value"},
-		{"no topics", validTopicReplica(ns, "t4", "net"), "spec.topics"},
+		{"neither topics nor topicsFrom", validTopicReplica(ns, "t4", "net"), "set topics, topicsFrom or both"},
 		{"empty networkRef", validTopicReplica(ns, "t5", "", "chat"), "spec.networkRef.name"},
 		{"bad reclaimPolicy", func() *pandav1.TopicReplica {
 			tr := validTopicReplica(ns, "t6", "net", "chat")
@@ -130,6 +130,8 @@ func TestValidationRejectsBadSpecs(t *testing.T) {
 		{"empty retention", withPolicy(validTopicReplica(ns, "t16", "net", "chat"), func(s *pandav1.TopicReplicaSpec) {
 			s.Retention = &pandav1.TopicRetention{}
 		}), "set maxAge, maxBytes or both"},
+		{"topicsFrom without a key", fromSecret(validTopicReplica(ns, "t18", "net"), "feeds", ""), "spec.topicsFrom.secretKeyRef.key"},
+		{"topicsFrom key with a slash", fromSecret(validTopicReplica(ns, "t19", "net"), "feeds", "a/b"), "spec.topicsFrom.secretKeyRef.key"},
 	}
 	// A complete valid policy is accepted.
 	good := withPolicy(validTopicReplica(ns, "policy-ok", "net", "chat"), func(s *pandav1.TopicReplicaSpec) {
@@ -139,6 +141,13 @@ func TestValidationRejectsBadSpecs(t *testing.T) {
 	})
 	if err := k8sClient.Create(ctx, good); err != nil {
 		t.Fatalf("valid policy rejected: %v", err)
+	}
+	// topicsFrom alone, and both together, are accepted.
+	if err := k8sClient.Create(ctx, fromSecret(validTopicReplica(ns, "from-only", "net"), "feeds", "topics")); err != nil {
+		t.Fatalf("topicsFrom alone rejected: %v", err)
+	}
+	if err := k8sClient.Create(ctx, fromSecret(validTopicReplica(ns, "from-both", "net", "chat"), "feeds", "topics.txt")); err != nil {
+		t.Fatalf("topics and topicsFrom together rejected: %v", err)
 	}
 	for _, tc := range trCases {
 		t.Run(tc.name, func(t *testing.T) {

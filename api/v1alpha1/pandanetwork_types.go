@@ -313,6 +313,15 @@ type PandaNetworkStatus struct {
 	// +optional
 	RetainedVolumes []string `json:"retainedVolumes,omitempty"`
 
+	// RetainedTopics stay subscribed although no live TopicReplica may list them: a
+	// Retain-policy TopicReplica listed them once. The list lives in the Secret
+	// <name>-topics-retained, which the network does not own, so it survives deleting and
+	// re-creating the network. Topics from a TopicReplica's topicsFrom Secret appear as
+	// their fingerprint ("sha256:…"), never as the id. To unsubscribe one, list it in a
+	// TopicReplica with reclaimPolicy Delete, then delete that TopicReplica (docs/policy.md).
+	// +optional
+	RetainedTopics []string `json:"retainedTopics,omitempty"`
+
 	// BootstrapPeerTypes holds the kind of each bootstrapPeers entry, index by index
 	// (LoadBalancer, ExternalIP, InternalIP, Static or ClusterDNS).
 	// +optional

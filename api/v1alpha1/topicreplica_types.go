@@ -28,6 +28,10 @@ const (
 	ReasonAllNodesSynced = "AllNodesSynced"
 	// ReasonNoNodes: the network is scaled to zero, so no node holds the topics.
 	ReasonNoNodes = "NoNodes"
+	// ReasonTopicsSecretNotFound: the topicsFrom Secret or its key does not exist.
+	ReasonTopicsSecretNotFound = "TopicsSecretNotFound"
+	// ReasonInvalidTopicsSecret: the topicsFrom Secret's file does not parse.
+	ReasonInvalidTopicsSecret = "InvalidTopicsSecret"
 
 	// ConditionQuotaNearlyFull is True while a node stores at least 90% of a quota of the
 	// replica's topics; a Warning event of the same reason is recorded when it turns True.
@@ -44,19 +48,56 @@ type NetworkReference struct {
 	Name string `json:"name"`
 }
 
-// TopicReplicaSpec is the desired state of a TopicReplica.
+// SecretKeyReference names one key of a Secret in the TopicReplica's namespace.
+type SecretKeyReference struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// Key in the Secret's data.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key"`
+}
+
+// TopicsSource is where a TopicReplica reads further topics from.
+type TopicsSource struct {
+	// SecretKeyRef is a key of a Secret in the TopicReplica's namespace holding a topics
+	// file: one topic per line (64 hex characters or a name), optionally followed by a
+	// write policy in brackets, as the node's --topics-file (docs/policy.md). Topic ids are
+	// read capabilities: kept in a Secret they never appear in a ConfigMap, in the
+	// TopicReplica or in its status (which shows a fingerprint instead).
+	SecretKeyRef SecretKeyReference `json:"secretKeyRef"`
+}
+
+// TopicReplicaSpec is the desired state of a TopicReplica. Topics come from spec.topics,
+// from spec.topicsFrom, or from both (their union).
+// +kubebuilder:validation:XValidation:rule="has(self.topics) || has(self.topicsFrom)",message="set topics, topicsFrom or both"
 type TopicReplicaSpec struct {
 	// NetworkRef is the PandaNetwork whose nodes subscribe to the topics. Immutable.
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="networkRef is immutable"
 	NetworkRef NetworkReference `json:"networkRef"`
 
 	// Topics to subscribe, sync and persist: 64 hex characters or a name (hashed with BLAKE3).
+	// Anyone who can read this object learns them; keep topics that are read capabilities
+	// in a Secret and use topicsFrom.
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=1000
 	// +kubebuilder:validation:items:MaxLength=64
 	// +kubebuilder:validation:items:Pattern=`^([0-9a-fA-F]{64}|[a-zA-Z0-9][a-zA-Z0-9._-]{0,62})$`
 	// +listType=set
-	Topics []string `json:"topics"`
+	// +optional
+	Topics []string `json:"topics,omitempty"`
+
+	// TopicsFrom adds the topics of a topics file kept in a Secret. A line's own [policy]
+	// applies to that topic; lines without one get this TopicReplica's writers, quota and
+	// retention. The operator re-reads the Secret at every status poll (30 s): an edit reaches
+	// the nodes within one poll. When the Secret or key is missing or the file is invalid,
+	// Ready turns False with reason TopicsSecretNotFound or InvalidTopicsSecret and the nodes
+	// keep the topics last read from it.
+	// +optional
+	TopicsFrom *TopicsSource `json:"topicsFrom,omitempty"`
 
 	// ReclaimPolicy: Retain keeps the topics subscribed after this object is deleted;
 	// Delete unsubscribes them (the node keeps data it already has).
@@ -151,9 +192,11 @@ const TopicSyncLagBound = 100
 
 // TopicStatus lists the nodes that hold a topic.
 type TopicStatus struct {
-	// Topic as written in spec.topics.
+	// Topic as written in spec.topics; for a topic from topicsFrom, "secret:<name>/<key>".
 	Topic string `json:"topic"`
-	// ID is the canonical lowercase-hex topic id nodes report.
+	// ID is the canonical lowercase-hex topic id nodes report; for a topic from topicsFrom,
+	// which must stay secret, its fingerprint "sha256:" + the first 16 hex characters of
+	// SHA-256 over the 32-byte id (whoever holds the id can compute it, nobody can reverse it).
 	ID string `json:"id"`
 	// Nodes that report the topic.
 	// +optional
@@ -162,9 +205,10 @@ type TopicStatus struct {
 
 // TopicReplicaStatus is the observed state of a TopicReplica.
 type TopicReplicaStatus struct {
-	// Conditions: Ready (reasons NetworkNotFound, NoNodes, Progressing, AllNodesSynced):
-	// True when every node holds every topic in sync (none lacks more than
-	// TopicSyncLagBound operations of the most complete node); QuotaNearlyFull.
+	// Conditions: Ready (reasons NetworkNotFound, NoNodes, Progressing, AllNodesSynced,
+	// TopicsSecretNotFound, InvalidTopicsSecret): True when every node holds every topic in
+	// sync (none lacks more than TopicSyncLagBound operations of the most complete node);
+	// QuotaNearlyFull.
 	// +listType=map
 	// +listMapKey=type
 	// +optional

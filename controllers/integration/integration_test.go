@@ -272,8 +272,39 @@ func TestStatefulSetRolloutWithControllerManagerAndKwok(t *testing.T) {
 	})
 	t.Logf("image rollout completed and PandaNetwork Ready again after %v", time.Since(start).Round(time.Millisecond))
 
-	// Deleting the network lets the real garbage collector remove owned objects; the
-	// identity Secret is not owned and stays.
+	// A Retain-policy TopicReplica's topic stays subscribed after the replica goes.
+	keep := &pandav1.TopicReplica{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "keep"},
+		Spec: pandav1.TopicReplicaSpec{NetworkRef: pandav1.NetworkReference{Name: "live"}, Topics: []string{"kept"}}}
+	if err := c.Create(ctx, keep); err != nil {
+		t.Fatal(err)
+	}
+	waitTopicsFile := func(what string, want string) {
+		eventually(t, 60*time.Second, what, func() error {
+			sec := &corev1.Secret{}
+			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "live-topics"}, sec); err != nil {
+				return err
+			}
+			if got := controllers.ParseTopicsFile(string(sec.Data[controllers.TopicsKey])); len(got) != 1 || got[0] != want {
+				return fmt.Errorf("topics file %v, want [%s]", got, want)
+			}
+			cur := &pandav1.PandaNetwork{}
+			if err := c.Get(ctx, key, cur); err != nil {
+				return err
+			}
+			if r := cur.Status.RetainedTopics; len(r) != 1 || r[0] != want {
+				return fmt.Errorf("status.retainedTopics %v", r)
+			}
+			return nil
+		})
+	}
+	waitTopicsFile("retained topic in the topics Secret", "kept")
+	if err := c.Delete(ctx, keep); err != nil {
+		t.Fatal(err)
+	}
+
+	// Deleting the network lets the real garbage collector remove owned objects (the
+	// topics Secret among them); the identity Secret and the retained topics Secret are not
+	// owned and stay.
 	cur := &pandav1.PandaNetwork{}
 	if err := c.Get(ctx, key, cur); err != nil {
 		t.Fatal(err)
@@ -282,9 +313,9 @@ func TestStatefulSetRolloutWithControllerManagerAndKwok(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 60*time.Second, "garbage collection of owned objects", func() error {
-		for _, o := range []client.Object{&appsv1.StatefulSet{}, &corev1.ConfigMap{}} {
+		for _, o := range []client.Object{&appsv1.StatefulSet{}, &corev1.Secret{}} {
 			name := "live"
-			if _, ok := o.(*corev1.ConfigMap); ok {
+			if _, ok := o.(*corev1.Secret); ok {
 				name = "live-topics"
 			}
 			err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, o)
@@ -294,9 +325,24 @@ func TestStatefulSetRolloutWithControllerManagerAndKwok(t *testing.T) {
 		}
 		return nil
 	})
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "live-identity"}, &corev1.Secret{}); err != nil {
-		t.Fatalf("identity secret should survive network deletion: %v", err)
+	for _, name := range []string{"live-identity", "live-topics-retained"} {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &corev1.Secret{}); err != nil {
+			t.Fatalf("secret %s should survive network deletion: %v", name, err)
+		}
 	}
+	// Issue 11 item 9: re-created under the same name, the network subscribes the retained
+	// topic again, and its status shows it.
+	eventually(t, 60*time.Second, "network gone", func() error {
+		if err := c.Get(ctx, key, &pandav1.PandaNetwork{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (%v)", err)
+		}
+		return nil
+	})
+	again := &pandav1.PandaNetwork{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "live"}, Spec: pn.Spec}
+	if err := c.Create(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	waitTopicsFile("retained topic after re-creating the network", "kept")
 }
 
 func zapLevel() zapcore.Level {
