@@ -129,7 +129,7 @@ func (r *TopicReplicaReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if se := rr.SourceErr; se != nil {
 			ready = metav1.Condition{Type: pandav1.ConditionReady, Status: metav1.ConditionFalse, Reason: se.Reason,
 				ObservedGeneration: tr.Generation,
-				Message: fmt.Sprintf("%s; the nodes keep the %d topics last read from it", se.Message, len(rr.fromSecret))}
+				Message:            fmt.Sprintf("%s; the nodes keep the %d topics last read from it", se.Message, len(rr.fromSecret))}
 			if old := meta.FindStatusCondition(tr.Status.Conditions, pandav1.ConditionReady); (old == nil || old.Reason != se.Reason) && r.Recorder != nil {
 				r.Recorder.Eventf(tr, nil, corev1.EventTypeWarning, se.Reason, "ReadTopics", "%s", ready.Message)
 			}
