@@ -498,7 +498,15 @@ func TestMaliciousPeer(t *testing.T) {
 		var open []*rawSession
 		var wg stdsync.WaitGroup
 		sem := make(chan struct{}, 64)
+		// The first wave opens one session per topic, all at once: no two accepted sessions
+		// share a topic, so none replaces another (a newer session for the same topic
+		// legitimately ends the older one and frees its place). Once the wave is done the
+		// cap is full and stays full, so every later attempt must be refused; "accepted" is
+		// then the number of sessions open at once.
 		for i := range streams {
+			if i == len(topics) {
+				wg.Wait()
+			}
 			wg.Add(1)
 			sem <- struct{}{}
 			go func() {
