@@ -15,6 +15,9 @@
 //	e. TopicReplica per-node operation counts (checked after every scenario)
 //	f. helm upgrade, then helm uninstall keeps the CRDs and identity Secrets
 //	g. `kubectl get pnet,ptr` and `kubectl describe` in the test log
+//	h. topic policy through a TopicReplica whose topic comes from a Secret (topicsFrom):
+//	   writers=[edge-a], the pods refuse edge-b's operations, a fresh edge gets only edge-a's
+//	   (runs before f, which uninstalls the operator)
 //
 // Environment (make test-cluster / make test-e2e set all of it):
 //
@@ -230,6 +233,7 @@ func TestEndToEnd(t *testing.T) {
 		{"c-rolling-upgrade", s.scenarioRollingUpgrade},
 		{"d-scaling", s.scenarioScaling},
 		{"e-topicreplica-status", s.scenarioTopicReplicaStatus},
+		{"h-topic-writers-from-secret", s.scenarioTopicWriters},
 		{"f-helm-upgrade-and-uninstall", s.scenarioHelm},
 	}
 	for _, st := range steps {
@@ -716,6 +720,143 @@ func (s *suite) scenarioTopicReplicaStatus(t *testing.T) {
 		}
 		return true, nil
 	})
+}
+
+// h. Issue 14 on the real cluster: a TopicReplica takes its topic from a Secret (topicsFrom,
+// so the topic id, a read capability, is in no ConfigMap and not in the TopicReplica) and lets
+// only edge-a write. The pods, which read the rendered topics file from their Secret volume,
+// store edge-a's operations, refuse edge-b's (not_writer in the TopicReplica status), and a
+// fresh edge that can sync only from the pods gets edge-a's log and nothing of edge-b's.
+func (s *suite) scenarioTopicWriters(t *testing.T) {
+	const (
+		trName, secretName = "e2e-writers", "e2e-writer-topics"
+		writes             = 5
+	)
+	topic := s.topic + "-writers"
+	st, err := s.edgeA.api.Status(s.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyA := st.PublicKey
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secretName, Namespace: s.ns},
+		StringData: map[string]string{"topics": topic + "\n"}}
+	tr := &pandav1.TopicReplica{
+		ObjectMeta: metav1.ObjectMeta{Name: trName, Namespace: s.ns},
+		Spec: pandav1.TopicReplicaSpec{
+			NetworkRef:    pandav1.NetworkReference{Name: networkName},
+			TopicsFrom:    &pandav1.TopicsSource{SecretKeyRef: pandav1.SecretKeyReference{Name: secretName, Key: "topics"}},
+			Writers:       []string{keyA},
+			ReclaimPolicy: pandav1.ReclaimDelete,
+		},
+	}
+	for _, o := range []client.Object{sec, tr} {
+		if err := s.c.Create(s.ctx, o); err != nil {
+			t.Fatalf("create %T: %v", o, err)
+		}
+	}
+	// Ready: every pod lists the topic, so each reloaded the topics file from its Secret volume.
+	s.kubectl("-n", s.ns, "wait", "--for=condition=Ready", "topicreplica/"+trName, "--timeout=5m")
+	raw := s.kubectl("-n", s.ns, "get", "topicreplica/"+trName, "-o", "json")
+	if strings.Contains(raw, topic) {
+		t.Fatalf("the TopicReplica shows the secret topic:\n%s", raw)
+	}
+	cms := s.kubectl("-n", s.ns, "get", "configmaps", "-o", "yaml")
+	if strings.Contains(cms, topic) {
+		t.Fatal("a ConfigMap holds the secret topic")
+	}
+
+	// nodes reads the TopicReplica's per-node view of its one topic.
+	nodes := func() ([]pandav1.TopicNodeStatus, error) {
+		cur := &pandav1.TopicReplica{}
+		if err := s.c.Get(s.ctx, types.NamespacedName{Namespace: s.ns, Name: trName}, cur); err != nil {
+			return nil, err
+		}
+		if len(cur.Status.Topics) != 1 || cur.Status.Topics[0].Topic != "secret:"+secretName+"/topics" {
+			return nil, fmt.Errorf("status topics %+v", cur.Status.Topics)
+		}
+		return cur.Status.Topics[0].Nodes, nil
+	}
+	allHold := func(n []pandav1.TopicNodeStatus, want int64) error {
+		if len(n) != replicas {
+			return fmt.Errorf("%d nodes report the topic: %+v", len(n), n)
+		}
+		for _, x := range n {
+			if x.Operations != want {
+				return fmt.Errorf("node %s holds %d operations, want %d", x.Node, x.Operations, want)
+			}
+		}
+		return nil
+	}
+
+	// edge-a, the writer, publishes; every pod stores it.
+	if _, err := s.edgeA.api.AddTopic(s.ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	s.edgeA.publishTo(topic, writes, "writer")
+	testutil.EventuallyEvery(t, statusTimeout, kubePoll, "every pod holds edge-a's operations", func() (bool, error) {
+		n, err := nodes()
+		if err == nil {
+			err = allHold(n, writes)
+		}
+		return err == nil, err
+	})
+	// From now on, edge-b's operations could reach another edge only through the pods.
+	s.edgeA.stop()
+	if _, err := s.edgeB.api.AddTopic(s.ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	s.edgeB.publishTo(topic, writes, "outsider")
+	var refused int64
+	testutil.EventuallyEvery(t, statusTimeout, kubePoll, "the pods refuse edge-b's operations", func() (bool, error) {
+		n, err := nodes()
+		if err != nil {
+			return false, err
+		}
+		refused = 0
+		for _, x := range n {
+			refused += x.Refused["not_writer"]
+		}
+		if err := allHold(n, writes); err != nil {
+			t.Fatalf("a pod stored an unauthorised operation: %v", err)
+		}
+		return refused > 0, fmt.Errorf("no not_writer refusal yet: %+v", n)
+	})
+	t.Logf("the pods refused %d of edge-b's operations (not_writer) and hold only edge-a's %d", refused, writes)
+	s.edgeB.stop()
+
+	// A fresh edge, with only the pods to sync from.
+	c := newTopicEdge(s.root, s, "edge-c", topic)
+	c.start(s.bootstrapPeers())
+	c.waitClusterPeer()
+	c.waitOps(writes)
+	ts, err := c.api.Topics(s.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range ts {
+		if x.Topic != c.topicID {
+			continue
+		}
+		if len(x.Logs) != 1 || x.Logs[0].Author != keyA {
+			t.Fatalf("edge-c holds logs %+v, want only edge-a's (%s)", x.Logs, keyA)
+		}
+	}
+	c.stop()
+	t.Logf("edge-c, syncing only from the pods, holds edge-a's %d operations and nothing of edge-b's", writes)
+
+	// Clean up: Delete policy unsubscribes; the edges go back to the suite's topic.
+	if err := s.c.Delete(s.ctx, tr); err != nil {
+		t.Fatal(err)
+	}
+	s.kubectl("-n", s.ns, "wait", "--for=delete", "topicreplica/"+trName, "--timeout=3m")
+	if err := s.c.Delete(s.ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	boot := s.bootstrapPeers()
+	s.edgeA.start(boot)
+	s.edgeB.start(boot)
+	s.edgeA.waitClusterPeer()
+	s.edgeB.waitClusterPeer()
 }
 
 // f. helm upgrade keeps the operator working; helm uninstall keeps CRDs and identity Secrets.

@@ -25,6 +25,7 @@ type edge struct {
 	logPath string
 	admin   string
 	api     *admin.Client
+	topic   string // the topic it subscribes and publishes to (the suite's, unless set)
 	topicID string // hex, as the admin API reports it
 	cmd     *exec.Cmd
 	done    chan struct{}
@@ -33,9 +34,14 @@ type edge struct {
 // newEdge makes the edge's directory in t, which must outlive every scenario that uses the
 // edge (a scenario's TempDir is removed when that scenario ends, under the running process).
 func newEdge(t *testing.T, s *suite, name string) *edge {
+	return newTopicEdge(t, s, name, s.topic)
+}
+
+// newTopicEdge is newEdge for another topic.
+func newTopicEdge(t *testing.T, s *suite, name, topic string) *edge {
 	dir := t.TempDir()
 	// The topic subscription survives restarts through the topics file.
-	if err := os.WriteFile(filepath.Join(dir, "topics"), []byte(s.topic+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "topics"), []byte(topic+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
@@ -43,7 +49,7 @@ func newEdge(t *testing.T, s *suite, name string) *edge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &edge{s: s, name: name, dir: dir, logPath: filepath.Join(dir, name+".log"), admin: addr, api: api}
+	return &edge{s: s, name: name, dir: dir, logPath: filepath.Join(dir, name+".log"), admin: addr, api: api, topic: topic}
 }
 
 // listenIP is where edges listen for libp2p: loopback unless E2E_EDGE_LISTEN_IP names an
@@ -97,9 +103,9 @@ func (e *edge) start(bootstrap []string) {
 		_, err := e.api.Status(e.s.ctx)
 		return err == nil, err
 	})
-	id, err := e.api.AddTopic(e.s.ctx, e.s.topic)
+	id, err := e.api.AddTopic(e.s.ctx, e.topic)
 	if err != nil {
-		t.Fatalf("%s: subscribe %s: %v", e.name, e.s.topic, err)
+		t.Fatalf("%s: subscribe %s: %v", e.name, e.topic, err)
 	}
 	e.topicID = id
 }
@@ -154,7 +160,7 @@ func (e *edge) ops(ctx context.Context) (int64, error) {
 			return tp.Operations, nil
 		}
 	}
-	return 0, fmt.Errorf("%s not subscribed to %s", e.name, e.s.topic)
+	return 0, fmt.Errorf("%s not subscribed to %s", e.name, e.topic)
 }
 
 func (e *edge) waitOps(want int64) {
@@ -175,8 +181,20 @@ func (e *edge) publishN(n int, label string) {
 	t := e.s.t
 	t.Helper()
 	for i := range n {
-		if _, err := e.api.Publish(e.s.ctx, e.s.topic, fmt.Appendf(nil, "%s %s %d", e.name, label, i)); err != nil {
+		if _, err := e.api.Publish(e.s.ctx, e.topic, fmt.Appendf(nil, "%s %s %d", e.name, label, i)); err != nil {
 			t.Fatalf("%s: publish %d of %d: %v", e.name, i+1, n, err)
+		}
+	}
+}
+
+// publishTo publishes n operations to another topic the edge subscribed through the admin
+// API (not its topics file: the subscription ends when the edge restarts).
+func (e *edge) publishTo(topic string, n int, label string) {
+	t := e.s.t
+	t.Helper()
+	for i := range n {
+		if _, err := e.api.Publish(e.s.ctx, topic, fmt.Appendf(nil, "%s %s %d", e.name, label, i)); err != nil {
+			t.Fatalf("%s: publish %d of %d to %s: %v", e.name, i+1, n, topic, err)
 		}
 	}
 }
