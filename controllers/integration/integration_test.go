@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -272,32 +273,67 @@ func TestStatefulSetRolloutWithControllerManagerAndKwok(t *testing.T) {
 	})
 	t.Logf("image rollout completed and PandaNetwork Ready again after %v", time.Since(start).Round(time.Millisecond))
 
+	// Migration: a topics ConfigMap as earlier operator versions wrote it (owned by the
+	// network) gives its retained list to the retained Secret and is deleted, the rollout
+	// being complete.
+	owner := &pandav1.PandaNetwork{}
+	if err := c.Get(ctx, key, owner); err != nil {
+		t.Fatal(err)
+	}
+	legacy := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "live-topics",
+			Labels: map[string]string{"pandanet.io/network": "live", "app.kubernetes.io/managed-by": "panda-operator"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: pandav1.GroupVersion.String(), Kind: "PandaNetwork",
+				Name: "live", UID: owner.UID, Controller: ptr.To(true)}}},
+		Data: map[string]string{"topics": "legacy-topic\n", "retained": "legacy-topic\n"},
+	}
+	if err := c.Create(ctx, legacy); err != nil {
+		t.Fatal(err)
+	}
+	// Any spec change makes the operator reconcile (and see the ConfigMap) now.
+	eventually(t, 30*time.Second, "touch network", func() error {
+		cur := &pandav1.PandaNetwork{}
+		if err := c.Get(ctx, key, cur); err != nil {
+			return err
+		}
+		cur.Spec.PodAnnotations = map[string]string{"pandanet.io/test": "migrate"}
+		return c.Update(ctx, cur)
+	})
+	eventually(t, 120*time.Second, "legacy topics ConfigMap deleted", func() error {
+		err := c.Get(ctx, client.ObjectKeyFromObject(legacy), &corev1.ConfigMap{})
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (%v)", err)
+		}
+		return nil
+	})
+
 	// A Retain-policy TopicReplica's topic stays subscribed after the replica goes.
 	keep := &pandav1.TopicReplica{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "keep"},
 		Spec: pandav1.TopicReplicaSpec{NetworkRef: pandav1.NetworkReference{Name: "live"}, Topics: []string{"kept"}}}
 	if err := c.Create(ctx, keep); err != nil {
 		t.Fatal(err)
 	}
-	waitTopicsFile := func(what string, want string) {
+	want := []string{"kept", "legacy-topic"}
+	waitTopicsFile := func(what string) {
 		eventually(t, 60*time.Second, what, func() error {
 			sec := &corev1.Secret{}
 			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "live-topics"}, sec); err != nil {
 				return err
 			}
-			if got := controllers.ParseTopicsFile(string(sec.Data[controllers.TopicsKey])); len(got) != 1 || got[0] != want {
-				return fmt.Errorf("topics file %v, want [%s]", got, want)
+			if got := controllers.ParseTopicsFile(string(sec.Data[controllers.TopicsKey])); !slices.Equal(got, want) {
+				return fmt.Errorf("topics file %v, want %v", got, want)
 			}
 			cur := &pandav1.PandaNetwork{}
 			if err := c.Get(ctx, key, cur); err != nil {
 				return err
 			}
-			if r := cur.Status.RetainedTopics; len(r) != 1 || r[0] != want {
-				return fmt.Errorf("status.retainedTopics %v", r)
+			if r := cur.Status.RetainedTopics; !slices.Equal(r, want) {
+				return fmt.Errorf("status.retainedTopics %v, want %v", r, want)
 			}
 			return nil
 		})
 	}
-	waitTopicsFile("retained topic in the topics Secret", "kept")
+	waitTopicsFile("retained topics in the topics Secret")
 	if err := c.Delete(ctx, keep); err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +378,7 @@ func TestStatefulSetRolloutWithControllerManagerAndKwok(t *testing.T) {
 	if err := c.Create(ctx, again); err != nil {
 		t.Fatal(err)
 	}
-	waitTopicsFile("retained topic after re-creating the network", "kept")
+	waitTopicsFile("retained topics after re-creating the network")
 }
 
 func zapLevel() zapcore.Level {
