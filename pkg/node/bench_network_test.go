@@ -523,10 +523,14 @@ func fillTopics(b *testing.B, path string, topics, opsPerTopic int) []operation.
 // BenchmarkSyncManyTopics: a fresh edge node syncs many small topics (10 operations each)
 // from one always-on node: many short sync sessions instead of one long one. Timed from
 // creating the edge until its pipeline stored every operation of every topic; also reports
-// the process's peak RSS (both nodes). 100 and 1k topics by default; 10k (the issue 12
-// figure) with PANDANET_BENCH_LARGE_SYNC_TOPICS=10000 (opt-in: it takes minutes).
+// the process's peak RSS (both nodes). 10 and 60 topics by default; more (the issue 12
+// figure is 10k) with PANDANET_BENCH_LARGE_SYNC_TOPICS, e.g. "100,10000". Today a fresh
+// edge following more than 64 topics of one always-on node stalls: every followed topic
+// keeps its own live sync stream, and libp2p's default resource limits admit 64 inbound
+// streams per protocol and peer, so topics beyond the 64th never get a session (the
+// benchmark fails after a minute without progress). See docs/performance.md.
 func BenchmarkSyncManyTopics(b *testing.B) {
-	for _, n := range sizesWithEnv(b, []int{100, 1_000}, "PANDANET_BENCH_LARGE_SYNC_TOPICS") {
+	for _, n := range sizesWithEnv(b, []int{10, 60}, "PANDANET_BENCH_LARGE_SYNC_TOPICS") {
 		b.Run(fmt.Sprintf("topics=%d", n), func(b *testing.B) { benchSyncManyTopics(b, n, 10) })
 	}
 }
@@ -581,11 +585,25 @@ func benchSyncManyTopics(b *testing.B, topics, opsPerTopic int) {
 				}
 			})
 		}
-		select {
-		case <-done:
-		case <-time.After(deadline):
-			b.Fatalf("edge stored %d of %d operations after %v", stored.Load(), want, deadline)
+		tick := time.NewTicker(time.Second)
+		last, lastAt := int64(-1), time.Now()
+	wait:
+		for {
+			select {
+			case <-done:
+				break wait
+			case now := <-tick.C:
+				if n := stored.Load(); n != last {
+					last, lastAt = n, now
+				}
+				if now.Sub(lastAt) > time.Minute || now.Sub(start) > deadline {
+					tick.Stop()
+					b.Fatalf("edge stored %d of %d operations after %v (no progress for %v)",
+						stored.Load(), want, now.Sub(start).Round(time.Second), now.Sub(lastAt).Round(time.Second))
+				}
+			}
 		}
+		tick.Stop()
 		elapsed := time.Since(start)
 		b.StopTimer()
 		peakRSS = max(peakRSS, peakResidentBytes(b))

@@ -138,7 +138,7 @@ func New(ctx context.Context, config Config) (*Host, error) {
 	p.gate = newNetworkGate()
 	p.topics = newTopicInterest(p.onTopicsChanged)
 
-	rm, err := newResourceManager(cfg.Public)
+	rm, err := newResourceManager(cfg.Public, cfg.ConnHigh)
 	if err != nil {
 		cancel()
 		return nil, err

@@ -74,10 +74,13 @@ func (a *relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dst peer.ID) bool {
 
 // newResourceManager scales libp2p's default limits to the machine and, for public
 // nodes, raises the per-IP connection and connection-rate limits (defaults: 8
-// concurrent connections and 0.2 new connections/s per IPv4 address).
-func newResourceManager(public bool) (network.ResourceManager, error) {
-	limits := rcmgr.DefaultLimits
-	libp2p.SetDefaultServiceLimits(&limits)
+// concurrent connections and 0.2 new connections/s per IPv4 address) and lets the whole
+// node hold at least as many connections as its connection manager keeps (connHigh):
+// the scaled default admits 64 inbound connections plus 64 per GiB of an eighth of the
+// machine's memory (~250 on a 16 GiB machine), so an always-on node configured for 500
+// edges would refuse half of them while its connection manager allows them.
+func newResourceManager(public bool, connHigh int) (network.ResourceManager, error) {
+	scaled := resourceLimits(public, connHigh)
 	var opts []rcmgr.Option
 	if public {
 		opts = append(opts,
@@ -101,11 +104,37 @@ func newResourceManager(public bool) (network.ResourceManager, error) {
 			}),
 		)
 	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()), opts...)
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(scaled), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}
 	return rm, nil
+}
+
+// resourceLimits are libp2p's default limits scaled to the machine; for public nodes the
+// system-wide connection and stream limits are raised to what connHigh connections need.
+func resourceLimits(public bool, connHigh int) rcmgr.ConcreteLimitConfig {
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	scaled := limits.AutoScale()
+	if !public {
+		return scaled
+	}
+	partial := scaled.ToPartialLimitConfig()
+	sys := &partial.System
+	// Room for the kept connections plus the churn above them (new peers arrive before the
+	// connection manager trims), with 16 inbound streams per connection as libp2p scales.
+	conns := rcmgr.LimitVal(connHigh + connHigh/2)
+	raise := func(v *rcmgr.LimitVal, to rcmgr.LimitVal) {
+		if *v >= 0 && *v < to { // negative values are "unlimited" and "block all"
+			*v = to
+		}
+	}
+	raise(&sys.ConnsInbound, conns)
+	raise(&sys.Conns, conns+conns/2)
+	raise(&sys.StreamsInbound, 16*conns)
+	raise(&sys.Streams, 32*conns)
+	return partial.Build(scaled)
 }
 
 // reservation is an explicit relay slot we keep refreshed.

@@ -121,3 +121,20 @@ func TestRelayRefusesOtherNetworks(t *testing.T) {
 		t.Fatal("peer of another network reserved a relay slot")
 	}
 }
+
+// An always-on node admits at least the connections its connection manager keeps (plus
+// churn above them), whatever libp2p's machine-scaled default is; edge nodes keep it.
+func TestResourceLimitsFollowConnHigh(t *testing.T) {
+	edge := resourceLimits(false, 1200).ToPartialLimitConfig().System
+	public := resourceLimits(true, 1200).ToPartialLimitConfig().System
+	if public.ConnsInbound < 1800 || public.Conns < 2700 || public.StreamsInbound < 16*1800 {
+		t.Fatalf("public node with ConnHigh 1200: system limits %+v", public)
+	}
+	if edge.ConnsInbound >= 1800 && edge.ConnsInbound != public.ConnsInbound {
+		t.Fatalf("edge limits changed: %+v", edge)
+	}
+	small := resourceLimits(true, 10).ToPartialLimitConfig().System
+	if small.ConnsInbound != edge.ConnsInbound || small.Conns != edge.Conns {
+		t.Fatalf("a small ConnHigh lowered the scaled defaults: %+v, default %+v", small, edge)
+	}
+}
