@@ -19,7 +19,7 @@ import (
 
 // BenchmarkReconcile100TopicReplicas is TestReconcileLatency100TopicReplicas as a
 // benchmark (for `make bench`): the wall time from creating 100 TopicReplicas of one
-// network until the network's topics ConfigMap lists all of them and every TopicReplica
+// network until the network's topics Secret lists all of them and every TopicReplica
 // reports status.observedGeneration. It also reports the median API-server round trip (a
 // GET), which the bench table uses for its bound. Needs the envtest control plane
 // (KUBEBUILDER_ASSETS, see `make envtest`).

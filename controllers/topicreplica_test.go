@@ -131,7 +131,7 @@ func TestReclaimPolicy(t *testing.T) {
 }
 
 // TestReconcileLatency100TopicReplicas measures (prints, never asserts) the time from
-// creating 100 TopicReplicas until the network's ConfigMap lists all their topics and
+// creating 100 TopicReplicas until the network's topics Secret lists all their topics and
 // every one reports status.observedGeneration.
 func TestReconcileLatency100TopicReplicas(t *testing.T) {
 	requireEnv(t)
@@ -168,7 +168,7 @@ func TestReconcileLatency100TopicReplicas(t *testing.T) {
 		return nil
 	})
 	all := time.Since(start)
-	msg := fmt.Sprintf("reconcile latency, %d TopicReplicas: created in %v, ConfigMap complete after %v, all observedGeneration after %v",
+	msg := fmt.Sprintf("reconcile latency, %d TopicReplicas: created in %v, topics Secret complete after %v, all observedGeneration after %v",
 		n, created.Round(time.Millisecond), configMapDone.Round(time.Millisecond), all.Round(time.Millisecond))
 	t.Log(msg)
 	fmt.Println("BENCH", msg)
