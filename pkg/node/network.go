@@ -300,20 +300,23 @@ func (nw *network) eventLoop(events <-chan p2p.Event) {
 }
 
 // onSyncEvent maps sync events onto the topic's subscription. It runs on the session's
-// goroutine, so a subscriber that does not read back-pressures that session only.
+// goroutines and must not block (logsync.Config.OnEvent): a session waiting for the app to
+// read stops sending (pings too, so the peer drops it) or stops reading live operations,
+// and cannot be cancelled. Status events are therefore queued, never pushed; the topic's
+// operations are back-pressured by the pipeline.
 func (nw *network) onSyncEvent(ev logsync.Event) {
 	ctx := nw.ctx
 	switch e := ev.(type) {
 	case logsync.SyncStarted:
 		author, _ := p2p.PublicKeyFromPeerID(e.Peer)
-		nw.n.emitTopicEvent(ctx, e.Topic, SyncStarted{
+		nw.notify(e.Topic, SyncStarted{
 			Peer: author, SessionID: e.SessionID,
 			IncomingOps: e.IncomingOps, OutgoingOps: e.OutgoingOps,
 			IncomingBytes: e.IncomingBytes, OutgoingBytes: e.OutgoingBytes,
 		})
 	case logsync.SyncEnded:
 		author, _ := p2p.PublicKeyFromPeerID(e.Peer)
-		nw.n.emitTopicEvent(ctx, e.Topic, SyncEnded{
+		nw.notify(e.Topic, SyncEnded{
 			Peer: author, SessionID: e.SessionID,
 			SentOps: e.SentOps, ReceivedOps: e.ReceivedOps,
 			SentBytes: e.SentBytes, ReceivedBytes: e.ReceivedBytes, Err: e.Err,
@@ -328,6 +331,12 @@ func (nw *network) onSyncEvent(ev logsync.Event) {
 			lvl = slog.LevelWarn
 		}
 		nw.log.Log(ctx, lvl, "sync session failed", "topic", e.Topic, "peer", e.Peer, "session", e.SessionID, "misbehaving", e.Misbehaving, "err", e.Err)
+	}
+}
+
+func (nw *network) notify(topic operation.Topic, ev Event) {
+	if _, firstDrop := nw.n.emitTopicEvent(topic, ev); firstDrop {
+		nw.log.Warn("topic subscription is not read; dropping its oldest sync events", "topic", topic, "kept", maxPendingNotices)
 	}
 }
 
@@ -793,14 +802,15 @@ func (n *Node) notifyStored(topic operation.Topic, op *operation.Operation, src 
 	}
 }
 
-// emitTopicEvent hands a (sync) event to the topic's subscription, blocking while its
-// channel is full. It returns false if the topic has no open subscription.
-func (n *Node) emitTopicEvent(ctx context.Context, topic operation.Topic, ev Event) bool {
+// emitTopicEvent queues a sync status event for the topic's subscription; it never blocks
+// (see Subscription.notify). It returns false if the topic has no open subscription, and
+// firstDrop when the app stopped reading long enough for the oldest queued events to go.
+func (n *Node) emitTopicEvent(topic operation.Topic, ev Event) (queued, firstDrop bool) {
 	s := n.subscription(topic)
 	if s == nil {
-		return false
+		return false, false
 	}
-	return s.send(ctx, ev)
+	return s.notify(ev)
 }
 
 // topicChange is a topic starting (Added) or stopping to be streamed.

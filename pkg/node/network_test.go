@@ -164,6 +164,34 @@ func TestThreeNodesConverge(t *testing.T) {
 	collect(t, subs[1], 16)
 }
 
+// A node whose app never reads its subscription still serves its peers' catch-up and
+// stores their live operations: the sync status events (SyncStarted, SyncEnded) queued for
+// that subscription must not hold up the sessions that report them. (Before, a session
+// blocked on the full event channel: its sender stopped, pings included, or its reader
+// stopped taking live operations, and neither came back until the app read.)
+func TestUnreadSubscriptionDoesNotStallSync(t *testing.T) {
+	ctx := testCtx(t)
+	// Unbuffered and never read: the first event for a's subscription cannot be handed over.
+	a := newNode(t, WithEventBuffer(0), WithNetwork(loopbackNetwork()))
+	pubA, _, err := a.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		publish(t, pubA, fmt.Sprintf("catch-up from a %d", i))
+	}
+	b := netNode(t, bootstrapTo(a))
+	pubB, subB, err := b.Stream(ctx, topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect(t, subB, 3) // a's sender pushed its log
+	publish(t, pubB, "live from b")
+	waitStored(t, a, topicT, 4) // a's reader took b's live operation
+	publish(t, pubA, "live from a")
+	waitStored(t, b, topicT, 5) // and a's sender forwards live
+}
+
 // An edge publishes while the other edge is offline, then leaves; the other edge comes
 // online later and gets everything from the always-on node (store-and-forward).
 func TestStoreAndForward(t *testing.T) {

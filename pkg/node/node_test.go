@@ -647,7 +647,7 @@ func TestNetworkSeams(t *testing.T) {
 	// the injected event is known to come after them.
 	processed(t, next(t, sub))
 	processed(t, next(t, sub))
-	if !n.emitTopicEvent(ctx, topicT, SyncStarted{Peer: peer.PublicKey(), SessionID: 3, IncomingOps: 1}) {
+	if queued, _ := n.emitTopicEvent(topicT, SyncStarted{Peer: peer.PublicKey(), SessionID: 3, IncomingOps: 1}); !queued {
 		t.Fatal("emit failed")
 	}
 	if ev, ok := next(t, sub).(SyncStarted); !ok || ev.SessionID != 3 {
@@ -674,6 +674,54 @@ func TestNetworkSeams(t *testing.T) {
 	sub.Close()
 	if c, err := tw.Next(ctx); err != nil || c.Added {
 		t.Fatalf("topic removal %+v %v", c, err)
+	}
+}
+
+// Sync status events never block the session reporting them: an app that does not read
+// gets them later, in order; past maxPendingNotices the oldest go, reported once per
+// overflow; a closed subscription takes none.
+func TestSyncEventsQueueWithoutBlocking(t *testing.T) {
+	n := newNode(t, WithEventBuffer(0))
+	_, sub, err := n.Stream(testCtx(t), topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = maxPendingNotices + 100
+	drops := 0
+	for i := range total {
+		queued, firstDrop := n.emitTopicEvent(topicT, SyncEnded{SessionID: uint64(i)})
+		if !queued {
+			t.Fatalf("event %d not queued", i)
+		}
+		if firstDrop {
+			drops++
+		}
+	}
+	if drops != 1 {
+		t.Fatalf("overflow reported %d times, want once", drops)
+	}
+	// The pump may hold one event it took before the overflow; the rest are the newest.
+	var got []uint64
+	for len(got) == 0 || got[len(got)-1] != total-1 {
+		ev, ok := next(t, sub).(SyncEnded)
+		if !ok {
+			t.Fatalf("unexpected event %T", ev)
+		}
+		got = append(got, ev.SessionID)
+	}
+	if len(got) < maxPendingNotices || len(got) > maxPendingNotices+1 {
+		t.Fatalf("received %d events, want %d (or one more)", len(got), maxPendingNotices)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] <= got[i-1] {
+			t.Fatalf("out of order: %d after %d", got[i], got[i-1])
+		}
+	}
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if queued, _ := n.emitTopicEvent(topicT, SyncEnded{}); queued {
+		t.Fatal("event queued for a closed subscription")
 	}
 }
 

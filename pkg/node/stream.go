@@ -60,6 +60,9 @@ func (n *Node) StreamFrom(ctx context.Context, topic operation.Topic, from From)
 	s := &Subscription{n: n, topic: topic, events: make(chan Event, n.cfg.eventBuffer),
 		done: make(chan struct{}), replayDone: make(chan struct{}), replayed: make(Heights)}
 	s.ctx, s.cancel = context.WithCancel(n.ctx)
+	s.noticeSignal = make(chan struct{}, 1)
+	s.wg.Add(1)
+	go s.pumpNotices()
 	// Registered before the cursor is read: live results of the topic now wait for the
 	// replay instead of racing it.
 	n.streams[topic] = s
@@ -239,7 +242,14 @@ type Subscription struct {
 	events chan Event
 	ctx    context.Context // cancelled by Close; bounds the replay
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the replay goroutine
+	wg     sync.WaitGroup // the replay and notice goroutines
+
+	// notices are sync status events waiting for the event channel (see notify), at most
+	// maxPendingNotices; pumpNotices hands them over in order.
+	noticeMu       sync.Mutex
+	notices        []Event
+	noticeDropping bool // the queue overflowed and has not drained since
+	noticeSignal   chan struct{}
 
 	mu      sync.Mutex
 	closed  bool
@@ -257,7 +267,9 @@ type Subscription struct {
 func (s *Subscription) Topic() operation.Topic { return s.topic }
 
 // Events returns the event channel. It is closed by Close (and Node.Close). A consumer that
-// stops reading back-pressures this topic only.
+// stops reading back-pressures this topic's operations only; sync status events (SyncStarted,
+// SyncEnded) wait in a queue of their own (the oldest dropped past 256) and never hold up
+// replication.
 func (s *Subscription) Events() <-chan Event { return s.events }
 
 // Ack acknowledges the operation with this hash (and every earlier one of its log). Unknown
@@ -341,6 +353,65 @@ func (s *Subscription) push(ctx context.Context, ev Event) bool {
 		return false
 	case <-ctx.Done():
 		return false
+	}
+}
+
+// maxPendingNotices bounds the sync status events a subscription holds for an app that
+// does not read; beyond, the oldest are dropped.
+const maxPendingNotices = 256
+
+// notify queues a status event (SyncStarted, SyncEnded) for the app without blocking: the
+// sync session reporting it must go on whether or not the app reads (a blocked session
+// stops pinging and taking live operations, and ignores its own cancellation). Such events
+// are kept in order; operations are back-pressured by the pipeline instead. It returns
+// false if the subscription is closed, and firstDrop when the queue just overflowed (the
+// oldest event was dropped for the first time since it last drained).
+func (s *Subscription) notify(ev Event) (queued, firstDrop bool) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return false, false
+	}
+	s.noticeMu.Lock()
+	if len(s.notices) >= maxPendingNotices {
+		s.notices[0] = nil
+		s.notices = s.notices[1:]
+		firstDrop = !s.noticeDropping
+		s.noticeDropping = true
+	}
+	s.notices = append(s.notices, ev)
+	s.noticeMu.Unlock()
+	select {
+	case s.noticeSignal <- struct{}{}:
+	default:
+	}
+	return true, firstDrop
+}
+
+// pumpNotices hands queued status events to the event channel until Close.
+func (s *Subscription) pumpNotices() {
+	defer s.wg.Done()
+	for {
+		s.noticeMu.Lock()
+		if len(s.notices) == 0 {
+			s.notices = nil // give an idle queue's backing array back
+			s.noticeDropping = false
+			s.noticeMu.Unlock()
+			select {
+			case <-s.noticeSignal:
+				continue
+			case <-s.done:
+				return
+			}
+		}
+		ev := s.notices[0]
+		s.notices[0] = nil
+		s.notices = s.notices[1:]
+		s.noticeMu.Unlock()
+		if !s.push(s.ctx, ev) {
+			return
+		}
 	}
 }
 
