@@ -13,6 +13,6 @@ cluster-down: ## Stop the host cluster and remove everything it created (root)
 
 # Uses the cluster of KUBECONFIG when it answers, else starts (and afterwards stops) the host
 # cluster. Under CI=true, a cluster that cannot come up fails; outside CI without root it skips.
-test-cluster: envtest $(HELM) ## e2e scenarios a-g on a real cluster (host cluster or KUBECONFIG)
+test-cluster: envtest helm ## e2e scenarios a-g on a real cluster (host cluster or KUBECONFIG)
 	$(CLUSTER_ENV) HELM=$(HELM) IMAGE_REPO=$(IMAGE_REPO) IMAGE_TAG=$(IMAGE_TAG) GO=$(GO) GOTAGS='$(GOTAGS)' \
 	  hack/cluster/test-cluster.sh
