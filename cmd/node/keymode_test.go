@@ -8,7 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pandanet/pandanet/internal/config"
+	"github.com/pandanet/pandanet/internal/testutil"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
@@ -75,5 +78,33 @@ func TestReadOnlyMountWritableDir(t *testing.T) {
 	}
 	if readOnlyMount(path) {
 		t.Fatal("a file in a writable temp dir reported as on a read-only mount")
+	}
+}
+
+// A read-only bind mount of a writable directory (what the kubelet does for a Secret volume
+// with readOnly: true) is detected from the mount flags. The pods' non-root user could not
+// tell it with access(2), which answers EACCES for a 0440 file before it looks at the
+// mount (the real-cluster e2e saw the warning on every pod).
+func TestReadOnlyMountBindMount(t *testing.T) {
+	testutil.RequireRoot(t, "a bind mount")
+	src, dst := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "identity.key"), []byte("x"), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind mount: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dst, unix.MNT_DETACH) })
+	if readOnlyMount(filepath.Join(dst, "identity.key")) {
+		t.Fatal("a writable bind mount reported as read-only")
+	}
+	if err := unix.Mount("", dst, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+		t.Fatalf("remount read-only: %v", err)
+	}
+	if !readOnlyMount(filepath.Join(dst, "identity.key")) {
+		t.Fatal("a file on a read-only bind mount not reported as read-only")
+	}
+	if readOnlyMount(filepath.Join(src, "identity.key")) {
+		t.Fatal("the writable source of the bind mount reported as read-only")
 	}
 }

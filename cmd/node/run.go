@@ -97,8 +97,16 @@ func mountedSecret(path string, perm os.FileMode) bool {
 }
 
 // readOnlyMount reports whether path lies on a read-only mount (a variable for tests).
+// It reads the mount flags with statfs. access(2) with W_OK cannot tell: the kernel checks
+// the file's permissions before the mount's read-only flag, so for the pod's non-root user
+// a 0440 file on a read-only bind mount (the kubelet's Secret volume) answers EACCES, not
+// EROFS — which the real-cluster e2e showed.
 var readOnlyMount = func(path string) bool {
-	return errors.Is(unix.Access(path, unix.W_OK), unix.EROFS)
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return false
+	}
+	return st.Flags&unix.ST_RDONLY != 0
 }
 
 // Shutdown and connection timeouts of the daemon's HTTP servers. Variables so tests can
