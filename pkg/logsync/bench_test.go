@@ -35,7 +35,7 @@ func (a sqliteStore) LogHeights(ctx context.Context, topic operation.Topic) (Hei
 }
 
 func (a sqliteStore) LogRange(ctx context.Context, author operation.PublicKey, log operation.LogID, from, to uint64, fn func(header, body []byte) error) error {
-	return a.s.LogRange(ctx, author, log, from, to, func(op *operation.Operation) error { return fn(op.HeaderBytes, op.Body) })
+	return a.s.LogRangeRaw(ctx, author, log, from, to, fn)
 }
 
 func (a sqliteStore) LogSize(ctx context.Context, author operation.PublicKey, log operation.LogID, from, to uint64) (uint64, uint64, error) {
