@@ -55,46 +55,30 @@ func loopbackConfig() node.NetworkConfig {
 		WalkInterval: 100 * time.Millisecond, MaxWalkInterval: time.Second, Logger: nodeLogger()}
 }
 
-// edgeNode is a networked node on 127.0.0.1 connected to boot. pkg/p2p's network gate sometimes takes a node that has just
-// started for a peer of another network ("closing connection to peer of another network":
-// its first identify lacked the discovery protocol) and then refuses that peer id for five
-// minutes; that made about one run in ten hang here. So a node that is not connected within
-// 20 s is closed and started again under the next key (a fresh one when keys run out).
-func edgeNode(t *testing.T, boot *node.Node, keys ...operation.PrivateKey) *node.Node {
+// edgeNode is a networked node on 127.0.0.1 connected to boot, started right away and
+// dialling boot at once (as an edge does); key is its node key (a fresh one if zero). It
+// must be a member of boot's network within the wait: a just-started peer is never taken
+// for one of another network.
+func edgeNode(t *testing.T, boot *node.Node, key operation.PrivateKey) *node.Node {
 	t.Helper()
-	for attempt := 0; ; attempt++ {
-		var key operation.PrivateKey
-		if attempt < len(keys) {
-			key = keys[attempt]
-		} else {
-			if len(keys) > 0 {
-				t.Fatalf("no connection to the always-on node with any of the %d keys", len(keys))
-			}
-			var err error
-			if key, err = operation.GenerateKey(); err != nil {
-				t.Fatal(err)
-			}
+	if key.IsZero() {
+		var err error
+		if key, err = operation.GenerateKey(); err != nil {
+			t.Fatal(err)
 		}
-		cfg := loopbackConfig()
-		cfg.BootstrapPeers = []ma.Multiaddr{boot.Addrs()[0]}
-		n := startNode(t, node.WithPrivateKey(key), node.WithNetwork(cfg))
-		err := testutil.PollEvery(context.Background(), 20*time.Second, 50*time.Millisecond, func() (bool, error) {
-			for _, p := range n.Peers() {
-				if p.ID == boot.PeerID() && p.InNetwork {
-					return true, nil
-				}
-			}
-			return false, nil
-		})
-		if err == nil {
-			return n
-		}
-		if attempt >= 3 && len(keys) == 0 {
-			t.Fatalf("edge not connected to the always-on node after %d attempts", attempt+1)
-		}
-		t.Logf("edge %s not connected to the always-on node after 20 s (taken for a foreign peer?); starting another", n.ID().Short())
-		_ = n.Close()
 	}
+	cfg := loopbackConfig()
+	cfg.BootstrapPeers = []ma.Multiaddr{boot.Addrs()[0]}
+	n := startNode(t, node.WithPrivateKey(key), node.WithNetwork(cfg))
+	testutil.Eventually(t, 60*time.Second, fmt.Sprintf("edge %s connected to the always-on node", n.ID().Short()), func() (bool, error) {
+		for _, p := range n.Peers() {
+			if p.ID == boot.PeerID() && p.InNetwork {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("%d peers", len(n.Peers()))
+	})
+	return n
 }
 
 func publishN(t *testing.T, n *node.Node, topic operation.Topic, count int, body func(i int) []byte) {
@@ -163,23 +147,16 @@ func TestPolicyThroughTopicReplicaOnRealNodes(t *testing.T) {
 	requireEnv(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
-	// Three keys of one writer (see edgeNode for why it may need another).
-	var writerKeys []operation.PrivateKey
-	var writerIDs []string
-	for range 3 {
-		k, err := operation.GenerateKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		writerKeys = append(writerKeys, k)
-		writerIDs = append(writerIDs, k.PublicKey().String())
+	writerKey, err := operation.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
 	}
 	// About one log of four bodySize operations fits, two do not.
 	retentionBytes := resource.MustParse("24Ki")
 	pn := validNetwork(ns, "policed")
 	pn.Spec.Replicas = ptr.To(int32(0))
 	writers := withPolicy(validTopicReplica(ns, "announcements", "policed", "announcements"), func(s *pandav1.TopicReplicaSpec) {
-		s.Writers = writerIDs
+		s.Writers = []string{writerKey.PublicKey().String()}
 	})
 	// The quota topic is a read capability: it comes from a Secret.
 	quotaTopic := operation.Topic(operation.HashOf([]byte("uploads " + ns)))
@@ -211,11 +188,11 @@ func TestPolicyThroughTopicReplicaOnRealNodes(t *testing.T) {
 		return nil
 	})
 	t.Logf("rendered topics file:\n%s", file)
-	runPolicyScenarios(t, file, writerKeys, quotaTopic, retentionBytes.Value())
+	runPolicyScenarios(t, file, writerKey, quotaTopic, retentionBytes.Value())
 }
 
 // runPolicyScenarios starts an always-on node with the topics file and runs the scenarios.
-func runPolicyScenarios(t *testing.T, file string, writerKeys []operation.PrivateKey, quotaTopic operation.Topic, retentionBytes int64) {
+func runPolicyScenarios(t *testing.T, file string, writerKey operation.PrivateKey, quotaTopic operation.Topic, retentionBytes int64) {
 	ctx := context.Background()
 	const bodySize = 4096
 	quotaID := fmt.Sprintf("%x", quotaTopic[:])
@@ -250,17 +227,17 @@ func runPolicyScenarios(t *testing.T, file string, writerKeys []operation.Privat
 
 	t.Run("unauthorised author refused and never reaches another edge", func(t *testing.T) {
 		always := startAlways(t)
-		outsider := edgeNode(t, always)
+		outsider := edgeNode(t, always, operation.PrivateKey{})
 		publishN(t, outsider, announce, 3, func(i int) []byte { return fmt.Appendf(nil, "outsider %d", i) })
 		waitRefused(t, always, policy.NotWriter)
-		writer := edgeNode(t, always, writerKeys...)
+		writer := edgeNode(t, always, writerKey)
 		publishN(t, writer, announce, 2, func(i int) []byte { return fmt.Appendf(nil, "writer %d", i) })
 		waitOps(t, always, announce, 2)
 		_ = outsider.Close()
 		_ = writer.Close()
 		// Only the always-on node is left to sync from; having the writer's two operations
 		// proves the new edge completed a sync with it.
-		reader := edgeNode(t, always)
+		reader := edgeNode(t, always, operation.PrivateKey{})
 		if _, _, err := reader.Stream(ctx, announce); err != nil {
 			t.Fatal(err)
 		}
@@ -273,11 +250,11 @@ func runPolicyScenarios(t *testing.T, file string, writerKeys []operation.Privat
 
 	t.Run("author over quota refused while others keep syncing", func(t *testing.T) {
 		always := startAlways(t)
-		greedy := edgeNode(t, always)
+		greedy := edgeNode(t, always, operation.PrivateKey{})
 		publishN(t, greedy, quotaTopic, 5, func(i int) []byte { return fmt.Appendf(nil, "greedy %d", i) })
 		waitRefused(t, always, policy.OverQuota)
 		waitOps(t, always, quotaTopic, 3)
-		modest := edgeNode(t, always)
+		modest := edgeNode(t, always, operation.PrivateKey{})
 		publishN(t, modest, quotaTopic, 2, func(i int) []byte { return fmt.Appendf(nil, "modest %d", i) })
 		waitOps(t, always, quotaTopic, 5)
 		// The greedy edge still gets the modest author's operations through the node.
@@ -300,10 +277,10 @@ func runPolicyScenarios(t *testing.T, file string, writerKeys []operation.Privat
 				return b
 			}
 		}
-		old := edgeNode(t, always)
+		old := edgeNode(t, always, operation.PrivateKey{})
 		publishN(t, old, history, 4, body("old"))
 		waitOps(t, always, history, 4)
-		fresh := edgeNode(t, always)
+		fresh := edgeNode(t, always, operation.PrivateKey{})
 		publishN(t, fresh, history, 4, body("fresh"))
 		testutil.Eventually(t, 60*time.Second, "retention dropped the old log", func() (bool, error) {
 			got := logAuthors(t, always, history)
@@ -312,7 +289,7 @@ func runPolicyScenarios(t *testing.T, file string, writerKeys []operation.Privat
 		})
 		_ = old.Close()
 		_ = fresh.Close()
-		reader := edgeNode(t, always)
+		reader := edgeNode(t, always, operation.PrivateKey{})
 		if _, _, err := reader.Stream(ctx, history); err != nil {
 			t.Fatal(err)
 		}

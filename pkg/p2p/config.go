@@ -78,6 +78,9 @@ type Config struct {
 	Logger *slog.Logger
 	// PrometheusRegisterer receives libp2p's metrics; nil disables them.
 	PrometheusRegisterer prometheus.Registerer
+
+	// identifyGrace overrides defaultIdentifyGrace (tests).
+	identifyGrace time.Duration
 }
 
 const (

@@ -24,6 +24,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
+	basichost "github.com/libp2p/go-libp2p/p2p/host/basic"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
@@ -32,6 +33,7 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	"go.uber.org/fx"
 
 	"github.com/pandanet/pandanet/pkg/operation"
 )
@@ -159,10 +161,16 @@ func New(ctx context.Context, config Config) (*Host, error) {
 		libp2p.Security(tls.ID, tls.New),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
-		// Listening starts only after our protocol handlers are registered (below), so
-		// the first identify already advertises the network's protocols and no early
-		// peer mistakes us for a foreign node.
+		// Listening starts only after our protocol handlers are registered (start), and
+		// the discovery protocol, the network marker every peer's gate looks for, is
+		// registered while libp2p builds the host: identify takes the first snapshot of
+		// our protocols when the host starts and refreshes it only asynchronously on later
+		// handler changes, so a handler set after libp2p.New could be missing from the
+		// first identify a fast peer gets (it then took us for a foreign node).
 		libp2p.NoListenAddrs,
+		libp2p.WithFxOption(fx.Invoke(func(h *basichost.BasicHost) {
+			h.SetStreamHandler(p.discoveryProtocol(), p.handleDiscovery)
+		})),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		libp2p.ConnectionGater(p.gate),
@@ -217,7 +225,6 @@ func (p *Host) start(boots []peer.AddrInfo) error {
 	if err := p.gate.watch(); err != nil {
 		return err
 	}
-	p.h.SetStreamHandler(p.discoveryProtocol(), p.handleDiscovery)
 	ps, err := p.newPubSub()
 	if err != nil {
 		return err

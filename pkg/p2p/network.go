@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/record"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
@@ -21,8 +23,15 @@ import (
 )
 
 // foreignBlockTime is how long a peer of another network is refused after we found out.
-// Short, because a peer may switch networks (or identified before registering protocols).
+// Short, because a peer may switch networks.
 const foreignBlockTime = 5 * time.Minute
+
+// defaultIdentifyGrace is how long a peer whose identify listed no pandanet protocol at all
+// stays connected before it is taken for a foreign peer. A peer of our network that has
+// just started may answer identify before its protocol list is complete (libp2p refreshes
+// the list it sends asynchronously after a handler is added) and pushes the complete list
+// moments later; a missing marker alone is no proof of another network.
+const defaultIdentifyGrace = 10 * time.Second
 
 // maxForeign bounds the memory spent on remembering foreign peers.
 const maxForeign = 4096
@@ -31,13 +40,21 @@ const maxForeign = 4096
 // a foreign peer can never negotiate our protocols; the gate additionally closes its
 // connections after identify so it does not occupy connection slots, and refuses it for
 // a while afterwards.
+//
+// A peer is foreign only on a positive signal: it lists pandanet protocols of another
+// network and not our marker, or it still lists none of ours a grace period after its
+// identify. A peer that lists our marker, in its identify or in a later identify push,
+// is a member.
 type networkGate struct {
-	p *Host
+	p     *Host
+	grace time.Duration
 
 	mu       sync.Mutex
-	foreign  map[peer.ID]time.Time // refused until
-	members  map[peer.ID]bool      // identified as ours
-	reported map[peer.ID]bool      // PeerConnected emitted
+	foreign  map[peer.ID]time.Time   // refused until
+	members  map[peer.ID]bool        // identified as ours
+	reported map[peer.ID]bool        // PeerConnected emitted
+	pending  map[peer.ID]*time.Timer // identified without any pandanet protocol; recheck
+	recheck  chan peer.ID            // pending timers fire into the loop
 
 	sub    event.Subscription
 	notify *network.NotifyBundle
@@ -46,14 +63,22 @@ type networkGate struct {
 
 func newNetworkGate() *networkGate {
 	return &networkGate{
+		grace:    defaultIdentifyGrace,
 		foreign:  make(map[peer.ID]time.Time),
 		members:  make(map[peer.ID]bool),
 		reported: make(map[peer.ID]bool),
+		pending:  make(map[peer.ID]*time.Timer),
+		recheck:  make(chan peer.ID),
 		done:     make(chan struct{}),
 	}
 }
 
-func (g *networkGate) attach(p *Host) { g.p = p }
+func (g *networkGate) attach(p *Host) {
+	g.p = p
+	if p.cfg.identifyGrace > 0 {
+		g.grace = p.cfg.identifyGrace
+	}
+}
 
 func (g *networkGate) watch() error {
 	sub, err := g.p.h.EventBus().Subscribe([]any{
@@ -75,42 +100,144 @@ func (g *networkGate) close() {
 	if g.notify != nil && g.p.h != nil {
 		g.p.h.Network().StopNotify(g.notify)
 	}
+	g.mu.Lock()
+	for id, t := range g.pending {
+		t.Stop()
+		delete(g.pending, id)
+	}
+	g.mu.Unlock()
+}
+
+// verdict is what a peer's protocol list says about its network.
+type verdict int
+
+const (
+	undecided verdict = iota // no pandanet protocol at all (yet)
+	ours                     // lists our network's marker
+	otherNet                 // lists another network's pandanet protocols and not our marker
+)
+
+// judge classifies a protocol list. Protocol ids are /p2panda/<network tag>/<name>.
+func (g *networkGate) judge(protos []protocol.ID) verdict {
+	marker := g.p.discoveryProtocol()
+	if slices.Contains(protos, marker) {
+		return ours
+	}
+	for _, pr := range protos {
+		rest, ok := strings.CutPrefix(string(pr), "/p2panda/")
+		if !ok {
+			continue
+		}
+		if tag, _, _ := strings.Cut(rest, "/"); tag != g.p.nid {
+			return otherNet
+		}
+	}
+	return undecided
 }
 
 func (g *networkGate) loop() {
 	defer g.p.wg.Done()
 	defer g.sub.Close()
-	marker := g.p.discoveryProtocol()
 	for {
 		select {
 		case <-g.p.ctx.Done():
 			return
+		case id := <-g.recheck:
+			g.decideLate(id)
 		case e, ok := <-g.sub.Out():
 			if !ok {
 				return
 			}
 			switch e := e.(type) {
 			case event.EvtPeerIdentificationCompleted:
-				if slices.Contains(e.Protocols, marker) {
+				switch g.judge(e.Protocols) {
+				case ours:
 					g.member(e.Peer, e.Conn, e.SignedPeerRecord)
-				} else {
-					g.reject(e.Peer)
+				case otherNet:
+					if !g.isMember(e.Peer) {
+						g.reject(e.Peer)
+					}
+				case undecided:
+					// A push may already have shown the peer is ours (identify answers
+					// and pushes race); otherwise wait for one.
+					if !g.isMember(e.Peer) {
+						g.wait(e.Peer)
+					}
 				}
 			case event.EvtPeerProtocolsUpdated:
-				if slices.Contains(e.Added, marker) {
-					g.mu.Lock()
-					delete(g.foreign, e.Peer)
-					g.mu.Unlock()
+				// An identify push: the peer's complete protocol list may only arrive now.
+				if g.isMember(e.Peer) {
+					continue
+				}
+				switch g.judge(e.Added) {
+				case ours:
+					if c := g.oldestConn(e.Peer); c != nil {
+						g.member(e.Peer, c, nil)
+					}
+				case otherNet:
+					if g.p.h.Network().Connectedness(e.Peer) == network.Connected {
+						g.reject(e.Peer)
+					}
 				}
 			}
 		}
 	}
 }
 
+// wait gives a peer whose identify listed no pandanet protocol the grace period for a push.
+func (g *networkGate) wait(id peer.ID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.pending[id]; ok {
+		return
+	}
+	g.pending[id] = time.AfterFunc(g.grace, func() {
+		select {
+		case g.recheck <- id:
+		case <-g.p.ctx.Done():
+		}
+	})
+}
+
+// decideLate runs when a pending peer's grace has passed: what the peerstore holds now
+// (identify and its pushes keep it current) decides.
+func (g *networkGate) decideLate(id peer.ID) {
+	g.mu.Lock()
+	delete(g.pending, id)
+	member := g.members[id]
+	g.mu.Unlock()
+	if member || g.p.h.Network().Connectedness(id) != network.Connected {
+		return
+	}
+	protos, err := g.p.h.Peerstore().GetProtocols(id)
+	if err != nil {
+		g.p.log.Debug("peer protocols unknown", "peer", id, "err", err)
+	}
+	if g.judge(protos) == ours {
+		if c := g.oldestConn(id); c != nil {
+			g.member(id, c, nil)
+		}
+		return
+	}
+	g.reject(id)
+}
+
+func (g *networkGate) oldestConn(id peer.ID) network.Conn {
+	conns := g.p.h.Network().ConnsToPeer(id)
+	if len(conns) == 0 {
+		return nil
+	}
+	return slices.MinFunc(conns, func(a, b network.Conn) int { return a.Stat().Opened.Compare(b.Stat().Opened) })
+}
+
 func (g *networkGate) member(id peer.ID, c network.Conn, rec *record.Envelope) {
 	g.mu.Lock()
 	g.members[id] = true
 	delete(g.foreign, id)
+	if t, ok := g.pending[id]; ok {
+		t.Stop()
+		delete(g.pending, id)
+	}
 	first := !g.reported[id]
 	g.reported[id] = true
 	g.mu.Unlock()
@@ -147,6 +274,10 @@ func (g *networkGate) reject(id peer.ID) {
 	}
 	g.foreign[id] = time.Now().Add(foreignBlockTime)
 	delete(g.members, id)
+	if t, ok := g.pending[id]; ok {
+		t.Stop()
+		delete(g.pending, id)
+	}
 	g.mu.Unlock()
 	g.p.log.Debug("closing connection to peer of another network", "peer", id)
 	g.p.book.remove(id)
@@ -162,6 +293,10 @@ func (g *networkGate) disconnected(n network.Network, c network.Conn) {
 	was := g.reported[id]
 	delete(g.reported, id)
 	delete(g.members, id)
+	if t, ok := g.pending[id]; ok {
+		t.Stop()
+		delete(g.pending, id)
+	}
 	g.mu.Unlock()
 	if was {
 		g.p.events.emit(PeerDisconnected{Peer: id})
