@@ -560,13 +560,7 @@ func benchSyncManyTopics(b *testing.B, topics, opsPerTopic int) {
 	for i := range b.N {
 		b.StopTimer()
 		resetPeakRSS(b)
-		var stored atomic.Int64
-		done := make(chan struct{})
-		observe := WithObserver(func(r Observation) {
-			if r.Outcome == OutcomeStored && stored.Add(1) == want {
-				close(done)
-			}
-		})
+		stored, done, observe := countStored(want)
 		b.StartTimer()
 		start := time.Now()
 		edge, err := New(ctx, WithDatabase(filepath.Join(b.TempDir(), fmt.Sprintf("edge-%d.sqlite", i))), observe,
@@ -576,14 +570,7 @@ func benchSyncManyTopics(b *testing.B, topics, opsPerTopic int) {
 		}
 		var drains sync.WaitGroup
 		for _, topic := range names {
-			_, sub, err := edge.Stream(ctx, topic)
-			if err != nil {
-				b.Fatal(err)
-			}
-			drains.Go(func() {
-				for range sub.Events() {
-				}
-			})
+			followDrained(b, ctx, edge, topic, &drains)
 		}
 		tick := time.NewTicker(time.Second)
 		last, lastAt := int64(-1), time.Now()
@@ -618,4 +605,31 @@ func benchSyncManyTopics(b *testing.B, topics, opsPerTopic int) {
 	b.ReportMetric(secs, "s")
 	b.ReportMetric(float64(want)/secs, "ops/s")
 	b.ReportMetric(float64(peakRSS)/(1<<20), "peak-rss-MiB")
+}
+
+// countStored counts the operations a node's pipeline stores (pass observe to New): stored
+// is the count so far, done closes when it reaches want.
+func countStored(want int64) (stored *atomic.Int64, done <-chan struct{}, observe Option) {
+	stored = new(atomic.Int64)
+	reached := make(chan struct{})
+	observe = WithObserver(func(r Observation) {
+		if r.Outcome == OutcomeStored && stored.Add(1) == want {
+			close(reached)
+		}
+	})
+	return stored, reached, observe
+}
+
+// followDrained opens topic on n and reads its subscription on drains until it closes, so
+// the benchmark's edges follow topics without an app consuming them.
+func followDrained(b *testing.B, ctx context.Context, n *Node, topic operation.Topic, drains *sync.WaitGroup) {
+	b.Helper()
+	_, sub, err := n.Stream(ctx, topic)
+	if err != nil {
+		b.Fatal(err)
+	}
+	drains.Go(func() {
+		for range sub.Events() {
+		}
+	})
 }

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -294,13 +293,7 @@ func benchEdgePeers(b *testing.B, peers, opsPerTopic int) {
 		srv.resetPeak(b)
 		cpu0 := srv.cpu(b)
 		want := int64(peers * opsPerTopic)
-		var stored atomic.Int64
-		done := make(chan struct{})
-		observe := WithObserver(func(r Observation) {
-			if r.Outcome == OutcomeStored && stored.Add(1) == want {
-				close(done)
-			}
-		})
+		stored, done, observe := countStored(want)
 		b.StartTimer()
 		start := time.Now()
 		edges := make([]*Node, 0, peers)
@@ -311,14 +304,7 @@ func benchEdgePeers(b *testing.B, peers, opsPerTopic int) {
 				b.Fatal(err)
 			}
 			edges = append(edges, edge)
-			_, sub, err := edge.Stream(ctx, topic)
-			if err != nil {
-				b.Fatal(err)
-			}
-			drains.Go(func() {
-				for range sub.Events() {
-				}
-			})
+			followDrained(b, ctx, edge, topic, &drains)
 		}
 		deadline := time.Duration(max(1, peers/100)) * 5 * time.Minute
 		select {
@@ -384,13 +370,7 @@ func benchServeLargeOps(b *testing.B, ops, edges int) {
 		srv.resetPeak(b)
 		cpu0 := srv.cpu(b)
 		want := int64(ops * edges)
-		var stored atomic.Int64
-		done := make(chan struct{})
-		observe := WithObserver(func(r Observation) {
-			if r.Outcome == OutcomeStored && stored.Add(1) == want {
-				close(done)
-			}
-		})
+		stored, done, observe := countStored(want)
 		b.StartTimer()
 		start := time.Now()
 		nodes := make([]*Node, 0, edges)
@@ -402,14 +382,7 @@ func benchServeLargeOps(b *testing.B, ops, edges int) {
 				b.Fatal(err)
 			}
 			nodes = append(nodes, edge)
-			_, sub, err := edge.Stream(ctx, topic)
-			if err != nil {
-				b.Fatal(err)
-			}
-			drains.Go(func() {
-				for range sub.Events() {
-				}
-			})
+			followDrained(b, ctx, edge, topic, &drains)
 		}
 		deadline := time.Duration(max(1, ops/100)) * 5 * time.Minute
 		select {
