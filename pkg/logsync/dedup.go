@@ -11,19 +11,23 @@ import (
 const DefaultDedupSize = 4096
 
 // dedupRing remembers the last n operation ids a session sent or received, so an operation is
-// neither handed to the sink twice nor echoed back to the peer that sent it.
+// neither handed to the sink twice nor echoed back to the peer that sent it. It grows with
+// use instead of being allocated at its full size: a node following thousands of mostly
+// quiet topics has as many sessions per peer, and a preallocated 4,096-entry ring and set
+// (~300 KiB) per session was what made such a node need a gigabyte per thousand topics.
 type dedupRing struct {
-	mu   stdsync.Mutex
-	ring []operation.Hash
-	next int
-	set  map[operation.Hash]struct{}
+	mu    stdsync.Mutex
+	ring  []operation.Hash
+	limit int
+	next  int
+	set   map[operation.Hash]struct{}
 }
 
 func newDedupRing(n int) *dedupRing {
 	if n <= 0 {
 		n = DefaultDedupSize
 	}
-	return &dedupRing{ring: make([]operation.Hash, 0, n), set: make(map[operation.Hash]struct{}, n)}
+	return &dedupRing{limit: n, set: make(map[operation.Hash]struct{})}
 }
 
 // add records h and reports whether it was new.
@@ -33,7 +37,7 @@ func (d *dedupRing) add(h operation.Hash) bool {
 	if _, seen := d.set[h]; seen {
 		return false
 	}
-	if len(d.ring) < cap(d.ring) {
+	if len(d.ring) < d.limit {
 		d.ring = append(d.ring, h)
 	} else {
 		delete(d.set, d.ring[d.next])

@@ -32,8 +32,17 @@ type Config struct {
 	// OnEvent receives SyncStarted, SyncEnded, SessionFailed and SessionEnded for every topic. It is called
 	// from session goroutines and must not block for long.
 	OnEvent func(Event)
-	// MaxInboundPerPeer caps concurrent sessions a single peer may open to us (across
-	// topics); MaxInbound caps them in total. Beyond, the handshake is rejected as busy.
+	// MaxInboundPerPeer caps the sessions a single peer has open to us that are not the
+	// session of their topic: handshakes in flight and sessions a newer one replaced that
+	// are still closing. Established sessions need no per-peer cap of their own: there is
+	// at most one per (peer, topic we serve), a newer one replacing the older, so a peer
+	// sharing many topics keeps a live session for each of them (in live mode sessions
+	// never end, so capping them per peer would leave the topics beyond the cap unsynced
+	// forever). MaxInbound caps the same across all peers. Beyond either, the handshake is
+	// rejected as busy. What bounds the established sessions is the topics we serve times
+	// the peers we stay connected to (the connection manager's high water mark); a total
+	// cap on them would, like a per-peer one, leave every topic past it unsynced for good
+	// (a node following 10,000 topics of one peer stalled at 8,192).
 	MaxInboundPerPeer int
 	MaxInbound        int
 	// MinBackoff and MaxBackoff bound the retry delay of sessions we initiate; it doubles
@@ -50,10 +59,12 @@ type Config struct {
 // Defaults for Config.
 const (
 	DefaultMaxInboundPerPeer = 32
-	DefaultMaxInbound        = 512
-	DefaultMinBackoff        = time.Second
-	DefaultMaxBackoff        = 2 * time.Minute
-	DefaultDialTimeout       = 30 * time.Second
+	// DefaultMaxInbound bounds handshakes in flight (and replaced sessions closing) from
+	// all peers together: enough for 32 peers' worth of full per-peer caps at once.
+	DefaultMaxInbound  = 1024
+	DefaultMinBackoff  = time.Second
+	DefaultMaxBackoff  = 2 * time.Minute
+	DefaultDialTimeout = 30 * time.Second
 )
 
 // errReplaced ends a session that lost the tie-break or was superseded by a newer one.
@@ -75,11 +86,13 @@ type Manager struct {
 	refusals  *refusalMemory
 	penalties *penalties
 
-	mu           stdsync.Mutex
-	closed       bool
-	topics       map[operation.Topic]*topicState
-	inbound      map[peer.ID]int
-	inboundTotal int
+	mu     stdsync.Mutex
+	closed bool
+	topics map[operation.Topic]*topicState
+	// unsettled counts, per peer, its inbound sessions that are not the session of their
+	// topic (in handshake, or replaced and closing); unsettledTotal is their sum.
+	unsettled      map[peer.ID]int
+	unsettledTotal int
 }
 
 type topicState struct {
@@ -101,6 +114,8 @@ type slot struct {
 
 type activeSession struct {
 	outgoing bool
+	// inbound only: counted in Manager.unsettled (replaced and still closing).
+	draining bool
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	done     chan struct{}
@@ -138,8 +153,8 @@ func NewManager(h host.Host, cfg Config) (*Manager, error) {
 	m := &Manager{
 		h: h, cfg: cfg, sessCfg: sessCfg, ctx: ctx, cancel: cancel,
 		refusals: newRefusalMemory(sessCfg.RefusalTTL), penalties: newPenalties(cfg.Penalty),
-		topics:  make(map[operation.Topic]*topicState),
-		inbound: make(map[peer.ID]int),
+		topics:    make(map[operation.Topic]*topicState),
+		unsettled: make(map[peer.ID]int),
 	}
 	m.notifiee = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) { m.onConnected(c.RemotePeer()) }}
 	h.Network().Notify(m.notifiee)
@@ -498,18 +513,19 @@ func (m *Manager) handleStream(str network.Stream) {
 		_ = str.Reset()
 		return
 	}
-	busy := m.inbound[p] >= m.cfg.MaxInboundPerPeer || m.inboundTotal >= m.cfg.MaxInbound
+	busy := m.unsettled[p] >= m.cfg.MaxInboundPerPeer || m.unsettledTotal >= m.cfg.MaxInbound
 	banned := m.penalties.banned(p, time.Now())
-	m.inbound[p]++
-	m.inboundTotal++
+	m.unsettleAddLocked(p)
 	m.wg.Add(1)
 	m.mu.Unlock()
+	// Counted in unsettled until it becomes its topic's session (release settles the
+	// count of a session that did, see settle).
+	settled := false
 	defer func() {
 		m.mu.Lock()
-		if m.inbound[p]--; m.inbound[p] <= 0 {
-			delete(m.inbound, p)
+		if !settled {
+			m.unsettleLocked(p)
 		}
-		m.inboundTotal--
 		m.mu.Unlock()
 		m.wg.Done()
 	}()
@@ -542,11 +558,21 @@ func (m *Manager) handleStream(str network.Stream) {
 				ts.dropIfIdle(p, sl)
 				return ReasonDuplicate
 			}
+			if !ex.outgoing && !ex.draining {
+				// The replaced session closes (bounded by Timeouts.Close) while this one
+				// runs: it counts against the peer's cap again, so a peer replacing its
+				// sessions in a loop cannot pile up closing ones.
+				ex.draining = true
+				m.unsettleAddLocked(p)
+			}
 			ex.cancel(errReplaced)
 		}
 		ctx, cancel := context.WithCancelCause(ts.ctx)
 		a = &activeSession{ctx: ctx, cancel: cancel, done: make(chan struct{})}
 		sl.active = a
+		// Established: bounded by the topics we serve, no longer by the per-peer cap.
+		settled = true
+		m.unsettleLocked(p)
 		return ""
 	})
 	if err != nil {
@@ -569,11 +595,29 @@ func (m *Manager) handleStream(str network.Stream) {
 	m.release(ts, p, sl, a)
 }
 
+// unsettleAddLocked counts one more unsettled inbound session of p. Caller holds m.mu.
+func (m *Manager) unsettleAddLocked(p peer.ID) {
+	m.unsettled[p]++
+	m.unsettledTotal++
+}
+
+// unsettleLocked counts one unsettled inbound session of p less. Caller holds m.mu.
+func (m *Manager) unsettleLocked(p peer.ID) {
+	m.unsettledTotal--
+	if m.unsettled[p]--; m.unsettled[p] <= 0 {
+		delete(m.unsettled, p)
+	}
+}
+
 func (m *Manager) release(ts *topicState, p peer.ID, sl *slot, a *activeSession) {
 	a.cancel(nil)
 	m.mu.Lock()
 	if sl.active == a {
 		sl.active = nil
+	}
+	if a.draining {
+		a.draining = false
+		m.unsettleLocked(p)
 	}
 	ts.dropIfIdle(p, sl)
 	m.mu.Unlock()

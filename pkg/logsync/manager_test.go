@@ -1,7 +1,9 @@
 package logsync
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"slices"
 	"testing"
@@ -10,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -282,5 +285,77 @@ func TestManagerCatchUpOnly(t *testing.T) {
 				t.Fatalf("session %d ended %d times", st.SessionID, ended[st.SessionID])
 			}
 		}
+	}
+}
+
+// A peer sharing more topics than MaxInboundPerPeer keeps a live session for every one of
+// them (established sessions are bounded by the topics we serve, one per topic), while
+// handshakes in flight from one peer stay capped.
+func TestManagerManyTopicsBeyondPerPeerCap(t *testing.T) {
+	const perPeer, topics = 4, 40
+	a := newTestNode(t, nil, Config{MaxInboundPerPeer: perPeer})
+	b := newTestNode(t, nil, Config{MaxInboundPerPeer: perPeer})
+	key := mustKey(t)
+	var names []operation.Topic
+	for i := range topics {
+		tp := operation.Topic(operation.HashOf([]byte(fmt.Sprint("many topics ", i))))
+		names = append(names, tp)
+		a.mustSubscribe(t, tp)
+		b.mustSubscribe(t, tp)
+		fill(a.store, tp, makeLog(t, key, tp, 0, 2, 16))
+	}
+	know(a, b)
+	know(b, a)
+	// Both initiate every topic, as two nodes that discovered each other do.
+	for _, tp := range names {
+		a.mustAddPeer(t, tp, b.h.ID())
+		b.mustAddPeer(t, tp, a.h.ID())
+	}
+	waitForOr(t, func() bool { return b.store.count() == 2*topics }, func() {
+		t.Fatalf("b stored %d of %d operations", b.store.count(), 2*topics)
+	})
+	live := func() int {
+		n := 0
+		for _, tp := range names {
+			n += len(b.m.Peers(tp))
+		}
+		return n
+	}
+	waitFor(t, func() bool { return live() == topics })
+
+	// Handshakes in flight: streams that never finish their Topic frame.
+	unsettled := func() int {
+		a.m.mu.Lock()
+		defer a.m.mu.Unlock()
+		return a.m.unsettled[b.h.ID()]
+	}
+	var silent []network.Stream
+	for range perPeer {
+		s, err := b.h.NewStream(context.Background(), a.h.ID(), testProto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write([]byte{0x05}); err != nil { // a partial frame
+			t.Fatal(err)
+		}
+		silent = append(silent, s)
+	}
+	waitFor(t, func() bool { return unsettled() == perPeer })
+	s, err := b.h.NewStream(context.Background(), a.h.ID(), testProto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rej *RejectError
+	if err := InitiateHandshake(s, names[0], 5*time.Second); !errors.As(err, &rej) || rej.Reason != ReasonBusy {
+		t.Fatalf("handshake beyond %d in flight: %v, want rejected busy", perPeer, err)
+	}
+	_ = s.Reset()
+	for _, s := range silent {
+		_ = s.Reset()
+	}
+	waitFor(t, func() bool { return unsettled() == 0 })
+	// The established sessions were untouched.
+	if n := live(); n != topics {
+		t.Fatalf("%d live sessions after the handshake flood, want %d", n, topics)
 	}
 }

@@ -1,7 +1,6 @@
 package logsync
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -124,22 +123,19 @@ type Stats struct {
 	ReceivedOps, ReceivedBytes uint64
 }
 
-type liveOp struct {
-	hash         operation.Hash
-	header, body []byte
-}
-
 // Session runs the sync protocol after a successful handshake. Create it with NewSession,
 // feed it local operations with Enqueue and run it once with Run.
 type Session struct {
 	p    SessionParams
 	cfg  SessionConfig
 	conn Conn
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	ring *dedupRing
+	br   *lazyReader
+	bw   *lazyWriter
+	// buffers counts the pooled buffers br and bw hold right now.
+	buffers *atomic.Int32
+	ring    *dedupRing
 
-	queue      chan liveOp
+	queue      *liveQueue
 	stopOnce   stdsync.Once
 	stopCh     chan struct{}
 	stopCause  error
@@ -184,15 +180,17 @@ func NewSession(conn Conn, p SessionParams) *Session {
 	if mem == nil {
 		mem = newRefusalMemory(cfg.RefusalTTL)
 	}
+	held := new(atomic.Int32)
 	return &Session{
 		refusals:     mem,
 		p:            p,
 		cfg:          cfg,
 		conn:         conn,
-		br:           bufio.NewReaderSize(conn, 64<<10),
-		bw:           bufio.NewWriterSize(conn, 64<<10),
+		br:           &lazyReader{r: conn, held: held},
+		bw:           &lazyWriter{w: conn, held: held},
+		buffers:      held,
 		ring:         newDedupRing(cfg.DedupSize),
-		queue:        make(chan liveOp, cfg.QueueSize),
+		queue:        newLiveQueue(cfg.QueueSize),
 		stopCh:       make(chan struct{}),
 		remoteHave:   make(chan Heights, 1),
 		remoteClosed: make(chan struct{}),
@@ -216,13 +214,11 @@ func (s *Session) Enqueue(header, body []byte) bool {
 	if !s.cfg.Live {
 		return true
 	}
-	select {
-	case s.queue <- liveOp{hash: operation.HashOf(header), header: header, body: body}:
+	if s.queue.push(liveOp{hash: operation.HashOf(header), header: header, body: body}) {
 		return true
-	default:
-		s.Stop(ErrQueueOverflow)
-		return false
 	}
+	s.Stop(ErrQueueOverflow)
+	return false
 }
 
 // Stop ends the session gracefully (Close exchange); Run then returns cause.
@@ -269,6 +265,11 @@ func (s *Session) Run(ctx context.Context) error {
 			s.beginClose(icancel)
 		}
 	}
+	// Both loops are done with the stream: give the buffers back.
+	s.br.release()
+	s.wmu.Lock()
+	s.bw.release()
+	s.wmu.Unlock()
 	var err error
 	switch {
 	case first != nil:
@@ -512,9 +513,10 @@ func (s *Session) pushLogs(ctx context.Context, needs []logRange, ops, size uint
 // close: at once after catch-up when not live, otherwise on Close or Stop.
 func (s *Session) afterDone(ctx context.Context) error {
 	var catchUp <-chan struct{}
-	var queue <-chan liveOp
+	var queue <-chan struct{}
+	var batch []liveOp
 	if s.cfg.Live {
-		queue = s.queue
+		queue = s.queue.ready
 	} else {
 		catchUp = s.catchUpDone
 	}
@@ -533,9 +535,16 @@ func (s *Session) afterDone(ctx context.Context) error {
 			return errCloseNow
 		case <-catchUp:
 			return errCloseNow
-		case op := <-queue:
-			// Skip what the peer sent us or we sent already, and logs the peer refused.
-			if !s.liveRefused(op.header) && s.ring.add(op.hash) {
+		case <-queue:
+			batch = s.queue.take(batch)
+			for _, op := range batch {
+				if s.stopSending() {
+					return errCloseNow
+				}
+				// Skip what the peer sent us or we sent already, and logs the peer refused.
+				if s.liveRefused(op.header) || !s.ring.add(op.hash) {
+					continue
+				}
 				if err := s.write(&Message{Kind: KindLive, Header: op.header, Body: op.body}); err != nil {
 					return fmt.Errorf("send Live: %w", err)
 				}
@@ -544,7 +553,7 @@ func (s *Session) afterDone(ctx context.Context) error {
 				lastWrite = time.Now()
 			}
 			// Batch writes while more are queued; never leave anything buffered when idle.
-			if len(s.queue) == 0 && s.buffered() > 0 {
+			if s.queue.len() == 0 && s.buffered() > 0 {
 				if err := s.flush(); err != nil {
 					return fmt.Errorf("send Live: %w", err)
 				}

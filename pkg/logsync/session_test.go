@@ -627,3 +627,35 @@ func TestSessionLiveFlushAfterSkippedDuplicate(t *testing.T) {
 		t.Fatalf("sent %d live operations, want 1 (the duplicate is skipped)", st.SentOps)
 	}
 }
+
+// An idle live session holds no read or write buffer (a node following thousands of topics
+// has that many idle sessions per peer), and borrows them again when operations flow.
+func TestIdleSessionHoldsNoBuffers(t *testing.T) {
+	a, b := newSide(), newSide()
+	a.cfg.Live, b.cfg.Live = true, true
+	k := mustKey(t)
+	ops := makeLog(t, k, testTopic, 0, 101, 1024)
+	fill(a.store, testTopic, ops[:100])
+	ctxA, cancelA := context.WithCancel(context.Background())
+	defer cancelA()
+	ea, eb := startPair(t, ctxA, context.Background(), a, b)
+	waitFor(t, func() bool { return b.store.count() == 100 })
+	idle := func() bool { return a.sess.buffers.Load() == 0 && b.sess.buffers.Load() == 0 }
+	waitFor(t, idle)
+	fill(a.store, testTopic, ops[100:])
+	if !a.sess.Enqueue(ops[100].HeaderBytes, ops[100].Body) {
+		t.Fatal("enqueue overflowed")
+	}
+	waitFor(t, func() bool { return b.store.count() == 101 })
+	waitFor(t, idle)
+	cancelA()
+	if err := wait(t, ea); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a: %v, want context.Canceled", err)
+	}
+	if err := wait(t, eb); err != nil {
+		t.Fatalf("b: %v", err)
+	}
+	if a.sess.buffers.Load() != 0 || b.sess.buffers.Load() != 0 {
+		t.Fatalf("ended sessions hold %d and %d buffers", a.sess.buffers.Load(), b.sess.buffers.Load())
+	}
+}

@@ -94,7 +94,8 @@ func (c *NetworkConfig) p2pConfig(key operation.PrivateKey, log *slog.Logger, ad
 		DisableRandomWalk: c.DisableRandomWalk, Walkers: c.Walkers,
 		WalkInterval: c.WalkInterval, MaxWalkInterval: c.MaxWalkInterval,
 		ConnLow: c.ConnLow, ConnHigh: c.ConnHigh,
-		Logger: log, PrometheusRegisterer: c.PrometheusRegisterer,
+		TopicStreamsProtocol: SyncProtocol,
+		Logger:               log, PrometheusRegisterer: c.PrometheusRegisterer,
 	}
 }
 

@@ -31,6 +31,12 @@ type Config struct {
 	// always appended.
 	AnnounceAddrs []ma.Multiaddr
 
+	// TopicStreamsProtocol names (without the network namespace, see Host.ProtocolID) a
+	// protocol that keeps one stream per topic shared with a peer, such as log sync: the
+	// resource manager admits MaxTopicStreamsPerPeer of its streams per peer and direction
+	// instead of libp2p's default of 64 inbound streams per protocol and peer.
+	TopicStreamsProtocol string
+
 	// BootstrapPeers are full multiaddrs ending in /p2p/<id>. They are dialled with
 	// backoff, protected from connection trimming, are the random walk's entry points and,
 	// for non-public nodes, the static relays.

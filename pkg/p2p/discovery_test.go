@@ -225,3 +225,66 @@ func TestRandomWalkVisitsTree(t *testing.T) {
 		}
 	}
 }
+
+// manyTopics returns n distinct topics derived from seed.
+func manyTopics(seed string, n int) []operation.Topic {
+	out := make([]operation.Topic, n)
+	for i := range out {
+		out[i] = operation.Topic(operation.HashOf(fmt.Appendf(nil, "%s %d", seed, i)))
+	}
+	return out
+}
+
+// A node following 10,000 topics (more than the 1,024 the protocol once allowed, which made
+// every session fail) learns in one session every topic it shares with its peer, and only
+// those.
+func TestDiscoveryManyTopics(t *testing.T) {
+	shared := manyTopics("shared", 6000)
+	alice := newTestHost(t, nil)
+	bob := newTestHost(t, nil)
+	alice.SetTopics(append(slices.Clone(shared), manyTopics("alice only", 4000)...))
+	bob.SetTopics(append(slices.Clone(shared), manyTopics("bob only", 4000)...))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	connect(t, alice, bob)
+	got, err := alice.Discover(ctx, bob.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(sortedTopics(got), sortedTopics(shared)) {
+		t.Fatalf("alice learned %d shared topics, want the %d shared ones", len(got), len(shared))
+	}
+}
+
+// Beyond maxTopicHashes a side announces a bounded, per-session different subset: every
+// frame still fits the protocol's limits, and another salt picks other topics, so repeated
+// sessions cover all of them.
+func TestPSIHashesBeyondLimit(t *testing.T) {
+	topics := manyTopics("many", maxTopicHashes+500)
+	var alice, bob, alice2 saltHalf
+	alice[0], bob[0], alice2[0] = 1, 2, 3
+	first := psiHashes(topics, alice, bob, psiRoleAlice)
+	if len(first) != maxTopicHashes {
+		t.Fatalf("announced %d hashes, want the limit %d", len(first), maxTopicHashes)
+	}
+	frame, err := encodeDiscMessage(&discMessage{Kind: msgAliceHashes, Hashes: hashesToWire(first)})
+	if err != nil {
+		t.Fatalf("a full announcement does not encode: %v", err)
+	}
+	if _, err := decodeDiscMessage(frame); err != nil {
+		t.Fatalf("a full announcement does not decode: %v", err)
+	}
+	// The subset found by the other side in each session: together they cover more.
+	inFirst := len(psiIntersect(topics, first, alice, bob, psiRoleAlice))
+	second := psiHashes(topics, alice2, bob, psiRoleAlice)
+	inEither := map[operation.Topic]bool{}
+	for _, tp := range psiIntersect(topics, first, alice, bob, psiRoleAlice) {
+		inEither[tp] = true
+	}
+	for _, tp := range psiIntersect(topics, second, alice2, bob, psiRoleAlice) {
+		inEither[tp] = true
+	}
+	if inFirst != maxTopicHashes || len(inEither) <= maxTopicHashes {
+		t.Fatalf("one session matched %d, two sessions %d topics of %d", inFirst, len(inEither), len(topics))
+	}
+}

@@ -140,7 +140,11 @@ func New(ctx context.Context, config Config) (*Host, error) {
 	p.gate = newNetworkGate()
 	p.topics = newTopicInterest(p.onTopicsChanged)
 
-	rm, err := newResourceManager(cfg.Public, cfg.ConnHigh)
+	var topicProto protocol.ID
+	if cfg.TopicStreamsProtocol != "" {
+		topicProto = p.ProtocolID(cfg.TopicStreamsProtocol)
+	}
+	rm, err := newResourceManager(cfg.Public, cfg.ConnHigh, topicProto)
 	if err != nil {
 		cancel()
 		return nil, err

@@ -34,14 +34,17 @@ func psiHash(topic operation.Topic, alice, bob saltHalf, role byte) [32]byte {
 	return out
 }
 
-// psiHashes hashes our topics for the remote, sorted so the order reveals nothing.
+// psiHashes hashes our topics for the remote, sorted so the order reveals nothing. With more
+// than maxTopicHashes topics it keeps the lowest hashes: the salt is fresh every session, so
+// that is a different pseudo-random subset each time.
 func psiHashes(topics []operation.Topic, alice, bob saltHalf, role byte) [][32]byte {
 	out := make([][32]byte, 0, len(topics))
 	for _, t := range topics {
 		out = append(out, psiHash(t, alice, bob, role))
 	}
 	slices.SortFunc(out, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
-	return slices.Compact(out)
+	out = slices.Compact(out)
+	return out[:min(len(out), maxTopicHashes)]
 }
 
 // psiIntersect returns those of our topics whose hash (as the remote, with its role,

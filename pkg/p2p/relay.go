@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
@@ -79,8 +80,8 @@ func (a *relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dst peer.ID) bool {
 // the scaled default admits 64 inbound connections plus 64 per GiB of an eighth of the
 // machine's memory (~250 on a 16 GiB machine), so an always-on node configured for 500
 // edges would refuse half of them while its connection manager allows them.
-func newResourceManager(public bool, connHigh int) (network.ResourceManager, error) {
-	scaled := resourceLimits(public, connHigh)
+func newResourceManager(public bool, connHigh int, topicProto protocol.ID) (network.ResourceManager, error) {
+	scaled := resourceLimits(public, connHigh, topicProto)
 	var opts []rcmgr.Option
 	if public {
 		opts = append(opts,
@@ -111,25 +112,81 @@ func newResourceManager(public bool, connHigh int) (network.ResourceManager, err
 	return rm, nil
 }
 
-// resourceLimits are libp2p's default limits scaled to the machine; for public nodes the
-// system-wide connection and stream limits are raised to what connHigh connections need.
-func resourceLimits(public bool, connHigh int) rcmgr.ConcreteLimitConfig {
+// MaxTopicStreamsPerPeer is how many streams of the per-topic protocol (Config.
+// TopicStreamsProtocol, log sync: one live stream per topic shared with a peer) libp2p's
+// resource manager admits per peer and direction: a node can follow up to this many topics
+// of one peer. libp2p's default (64 inbound streams per protocol and peer, plus 4 per GiB)
+// silently stalled every topic beyond the 64th.
+const MaxTopicStreamsPerPeer = 16384
+
+// yamuxInitialWindow is what go-yamux reserves from the resource manager per stream.
+const yamuxInitialWindow = 256 << 10
+
+// resourceLimits are libp2p's default limits scaled to the machine, with room for
+// MaxTopicStreamsPerPeer streams of topicProto per peer; for public nodes the system-wide
+// connection and stream limits are raised to what connHigh connections need.
+func resourceLimits(public bool, connHigh int, topicProto protocol.ID) rcmgr.ConcreteLimitConfig {
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
 	scaled := limits.AutoScale()
-	if !public {
-		return scaled
-	}
 	partial := scaled.ToPartialLimitConfig()
-	sys := &partial.System
-	// Room for the kept connections plus the churn above them (new peers arrive before the
-	// connection manager trims), with 16 inbound streams per connection as libp2p scales.
-	conns := rcmgr.LimitVal(connHigh + connHigh/2)
 	raise := func(v *rcmgr.LimitVal, to rcmgr.LimitVal) {
 		if *v >= 0 && *v < to { // negative values are "unlimited" and "block all"
 			*v = to
 		}
 	}
+	raise64 := func(v *rcmgr.LimitVal64, to rcmgr.LimitVal64) {
+		if *v >= 0 && *v < to {
+			*v = to
+		}
+	}
+	sys := &partial.System
+	const topicStreams = rcmgr.LimitVal(MaxTopicStreamsPerPeer)
+	if topicProto != "" {
+		// Per (peer, protocol): one stream per topic and direction, with room for the
+		// replaced ones still closing (the sync manager caps those per peer).
+		pp := scaled.ToPartialLimitConfig().ProtocolPeerDefault
+		raise(&pp.StreamsInbound, topicStreams)
+		raise(&pp.StreamsOutbound, topicStreams)
+		raise(&pp.Streams, 2*topicStreams)
+		if partial.ProtocolPeer == nil {
+			partial.ProtocolPeer = map[protocol.ID]rcmgr.ResourceLimits{}
+		}
+		partial.ProtocolPeer[topicProto] = pp
+		// The protocol across all peers is bounded by the system limits (and the sync
+		// manager's MaxInbound), not by libp2p's default of 512 inbound streams + 256/GiB.
+		if partial.Protocol == nil {
+			partial.Protocol = map[protocol.ID]rcmgr.ResourceLimits{}
+		}
+		pr := scaled.ToPartialLimitConfig().ProtocolDefault
+		pr.StreamsInbound, pr.StreamsOutbound, pr.Streams = rcmgr.Unlimited, rcmgr.Unlimited, rcmgr.Unlimited
+		pr.Memory = rcmgr.Unlimited64
+		partial.Protocol[topicProto] = pr
+		// A peer's streams over all protocols: the topic streams plus the default room.
+		peerDef := &partial.PeerDefault
+		raise(&peerDef.StreamsInbound, topicStreams+256)
+		raise(&peerDef.StreamsOutbound, topicStreams+512)
+		raise(&peerDef.Streams, 2*topicStreams+512)
+		raise(&sys.StreamsInbound, 2*topicStreams)
+		raise(&sys.StreamsOutbound, 2*topicStreams)
+		raise(&sys.Streams, 4*topicStreams)
+		// yamux reserves its initial receive window (256 KiB) from the peer's and the
+		// system's memory budget for every stream, whether or not data ever flows, and a
+		// failed reservation closes the whole connection. With libp2p's scaled default
+		// (64 MiB + 128 MiB per GiB of an eighth of the machine's memory, per peer) a peer
+		// could carry fewer than 2,000 idle topic streams before the connection died. The
+		// budget follows the stream limit instead: the memory actually used by an idle
+		// session is a few KiB (docs/performance.md, "many topics").
+		topicWindows := rcmgr.LimitVal64(MaxTopicStreamsPerPeer) * yamuxInitialWindow
+		raise64(&peerDef.Memory, 2*topicWindows)
+		raise64(&sys.Memory, 4*topicWindows)
+	}
+	if !public {
+		return partial.Build(scaled)
+	}
+	// Room for the kept connections plus the churn above them (new peers arrive before the
+	// connection manager trims), with 16 inbound streams per connection as libp2p scales.
+	conns := rcmgr.LimitVal(connHigh + connHigh/2)
 	raise(&sys.ConnsInbound, conns)
 	raise(&sys.Conns, conns+conns/2)
 	raise(&sys.StreamsInbound, 16*conns)

@@ -125,16 +125,36 @@ func TestRelayRefusesOtherNetworks(t *testing.T) {
 // An always-on node admits at least the connections its connection manager keeps (plus
 // churn above them), whatever libp2p's machine-scaled default is; edge nodes keep it.
 func TestResourceLimitsFollowConnHigh(t *testing.T) {
-	edge := resourceLimits(false, 1200).ToPartialLimitConfig().System
-	public := resourceLimits(true, 1200).ToPartialLimitConfig().System
+	edge := resourceLimits(false, 1200, "").ToPartialLimitConfig().System
+	public := resourceLimits(true, 1200, "").ToPartialLimitConfig().System
 	if public.ConnsInbound < 1800 || public.Conns < 2700 || public.StreamsInbound < 16*1800 {
 		t.Fatalf("public node with ConnHigh 1200: system limits %+v", public)
 	}
 	if edge.ConnsInbound >= 1800 && edge.ConnsInbound != public.ConnsInbound {
 		t.Fatalf("edge limits changed: %+v", edge)
 	}
-	small := resourceLimits(true, 10).ToPartialLimitConfig().System
+	small := resourceLimits(true, 10, "").ToPartialLimitConfig().System
 	if small.ConnsInbound != edge.ConnsInbound || small.Conns != edge.Conns {
 		t.Fatalf("a small ConnHigh lowered the scaled defaults: %+v, default %+v", small, edge)
+	}
+}
+
+// The per-topic protocol (log sync) gets MaxTopicStreamsPerPeer streams per peer and
+// direction instead of libp2p's default 64 inbound per protocol and peer; other protocols
+// keep the defaults.
+func TestResourceLimitsAdmitTopicStreams(t *testing.T) {
+	const proto = "/p2panda/test/log-sync/1"
+	for _, public := range []bool{false, true} {
+		l := resourceLimits(public, 100, proto).ToPartialLimitConfig()
+		pp, ok := l.ProtocolPeer[proto]
+		if !ok || pp.StreamsInbound < MaxTopicStreamsPerPeer || pp.StreamsOutbound < MaxTopicStreamsPerPeer {
+			t.Fatalf("public=%v: per-peer limits of %s: %+v", public, proto, pp)
+		}
+		if l.PeerDefault.StreamsInbound < MaxTopicStreamsPerPeer || l.System.StreamsInbound < MaxTopicStreamsPerPeer {
+			t.Fatalf("public=%v: peer %+v / system %+v limits below %d streams", public, l.PeerDefault, l.System, MaxTopicStreamsPerPeer)
+		}
+		if d := l.ProtocolPeerDefault.StreamsInbound; d >= MaxTopicStreamsPerPeer {
+			t.Fatalf("public=%v: default per-protocol-peer limit raised to %d", public, d)
+		}
 	}
 }

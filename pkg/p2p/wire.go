@@ -12,12 +12,20 @@ import (
 
 // Discovery session messages, CBOR arrays in uvarint length-prefixed frames.
 const (
-	msgAliceSalt      = 0 // Alice → Bob: salt half
-	msgBobSaltHashes  = 1 // Bob → Alice: salt half and Bob's topic hashes
-	msgAliceHashes    = 2 // Alice → Bob: Alice's topic hashes
-	msgRecords        = 3 // both: signed peer records
-	maxDiscoveryFrame = 128 << 10
-	maxTopicHashes    = 1024
+	msgAliceSalt     = 0 // Alice → Bob: salt half
+	msgBobSaltHashes = 1 // Bob → Alice: salt half and Bob's topic hashes
+	msgAliceHashes   = 2 // Alice → Bob: Alice's topic hashes
+	msgRecords       = 3 // both: signed peer records
+	// maxTopicHashes bounds the topics one side announces per session. A node following
+	// more announces a different pseudo-random subset each session (psiHashes keeps the
+	// lowest salted hashes), so every topic is still found over a few walk rounds. It used
+	// to be 1,024, and a node following more topics failed every discovery session and
+	// found no topic peers at all.
+	maxTopicHashes = 1 << 17
+	// maxDiscoveryFrame fits maxTopicHashes hashes (34 bytes each in CBOR) plus the salt;
+	// records frames are bounded by maxRecords × maxRecordSize. Inbound sessions are
+	// limited to maxConcurrentDiscoverySessions, so at most that many such frames are held.
+	maxDiscoveryFrame = maxTopicHashes*34 + 4<<10
 	maxRecords        = 32
 	maxRecordSize     = 2048
 )
