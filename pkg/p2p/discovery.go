@@ -99,7 +99,7 @@ func (p *Host) finishSession(id peer.ID, role Role, start time.Time, res *discov
 	}
 	p.book.add(id, false)
 	p.book.succeeded(id)
-	p.topicPeers.replacePeer(id, res.shared)
+	added := p.topicPeers.replacePeer(id, res.shared)
 	if len(res.shared) > 0 {
 		// keep connections to peers we sync with; weight by how much we share
 		p.h.ConnManager().TagPeer(id, tagTopic, min(10*len(res.shared), 100))
@@ -107,7 +107,9 @@ func (p *Host) finishSession(id peer.ID, role Role, start time.Time, res *discov
 		p.h.ConnManager().UntagPeer(id, tagTopic)
 	}
 	p.events.emit(DiscoverySessionEnded{Peer: id, Role: role, Topics: len(res.shared), Records: len(res.learned), Duration: d})
-	for _, t := range res.shared {
+	// Only pairs this session found new: a node following thousands of topics would
+	// otherwise emit thousands of events per session and overflow every subscriber.
+	for _, t := range added {
 		p.events.emit(TopicPeer{Topic: t, Peer: id})
 	}
 }
@@ -304,6 +306,7 @@ func (p *Host) walk(i int) {
 	base, maxDelay := p.cfg.WalkInterval, p.cfg.MaxWalkInterval
 	delay := jitter(base)
 	var learned []peer.ID
+	var lastSession time.Time
 	for {
 		timer := time.NewTimer(delay)
 		select {
@@ -313,6 +316,19 @@ func (p *Host) walk(i int) {
 		case <-p.walkResets[i]:
 			timer.Stop()
 			st.needsReset = true
+			// New topics restart the walk at once, but never sooner than base after the
+			// previous session: a node subscribing to thousands of topics one by one
+			// otherwise ran discovery back to back, each session hashing every topic it
+			// follows, and spent most of its CPU on that (cost quadratic in the topics).
+			if wait := base - time.Since(lastSession); wait > 0 {
+				timer = time.NewTimer(wait)
+				select {
+				case <-p.ctx.Done():
+					timer.Stop()
+					return
+				case <-timer.C:
+				}
+			}
 		case <-timer.C:
 		}
 		id, ok := st.next(learned, p.book)
@@ -321,6 +337,7 @@ func (p *Host) walk(i int) {
 			delay = emptyBookDelay
 			continue
 		}
+		lastSession = time.Now()
 		res, err := p.discover(p.ctx, id)
 		if err != nil {
 			if p.ctx.Err() != nil {

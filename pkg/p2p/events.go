@@ -73,7 +73,9 @@ type DiscoverySessionFailed struct {
 
 // TopicPeer says that Peer shares Topic with us (learned through private set
 // intersection, so both sides had it). The node starts sync sessions with such peers.
-// The same pair is reported again on later discovery sessions.
+// A pair is reported when a discovery session first finds it (again after it was lost);
+// DiscoverySessionEnded plus Host.SharedTopics give the whole current set after every
+// session.
 type TopicPeer struct {
 	Topic operation.Topic
 	Peer  peer.ID
@@ -87,8 +89,9 @@ func (DiscoverySessionFailed) isEvent()  {}
 func (TopicPeer) isEvent()               {}
 
 // eventBus fans events out to subscribers without ever blocking the network code: a
-// subscriber that does not keep up loses events (counted and logged). Discovery repeats
-// TopicPeer events on every session, so a lost one is recovered by the next walk.
+// subscriber that does not keep up loses events (counted and logged). Every discovery
+// session ends with a DiscoverySessionEnded, after which Host.SharedTopics is current, so a
+// subscriber that reconciles on it recovers lost TopicPeer events at the next walk.
 type eventBus struct {
 	log     *slog.Logger
 	mu      sync.Mutex

@@ -177,6 +177,13 @@ func resourceLimits(public bool, connHigh int, topicProto protocol.ID) rcmgr.Con
 		// could carry fewer than 2,000 idle topic streams before the connection died. The
 		// budget follows the stream limit instead: the memory actually used by an idle
 		// session is a few KiB (docs/performance.md, "many topics").
+		// A stream is "transient" until its protocol is negotiated, and libp2p admits only
+		// a few hundred of those at once: a node starting sessions for thousands of topics
+		// saw most of them fail to open (each then waited out a retry backoff).
+		tr := &partial.Transient
+		raise(&tr.StreamsInbound, topicStreams)
+		raise(&tr.StreamsOutbound, topicStreams)
+		raise(&tr.Streams, 2*topicStreams)
 		topicWindows := rcmgr.LimitVal64(MaxTopicStreamsPerPeer) * yamuxInitialWindow
 		raise64(&peerDef.Memory, 2*topicWindows)
 		raise64(&sys.Memory, 4*topicWindows)

@@ -17,8 +17,8 @@ const (
 	msgAliceHashes   = 2 // Alice → Bob: Alice's topic hashes
 	msgRecords       = 3 // both: signed peer records
 	// maxTopicHashes bounds the topics one side announces per session. A node following
-	// more announces a different pseudo-random subset each session (psiHashes keeps the
-	// lowest salted hashes), so every topic is still found over a few walk rounds. It used
+	// more announces a different random subset each session (psiHashes), so every topic
+	// is still found over a few walk rounds. It used
 	// to be 1,024, and a node following more topics failed every discovery session and
 	// found no topic peers at all.
 	maxTopicHashes = 1 << 17
