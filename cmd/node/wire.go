@@ -53,6 +53,7 @@ var openNode = func(ctx context.Context, p nodeParams) (daemonNode, error) {
 		Logger:            p.log,
 		OnSyncEvent:       func(ev logsync.Event) { observeSync(m, ev) },
 	}
+	netCfg.ConnLow, netCfg.ConnHigh = p.cfg.ConnLimits()
 	if m != nil && m.Registry != nil {
 		netCfg.PrometheusRegisterer = m.Registry
 	}

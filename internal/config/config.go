@@ -82,6 +82,10 @@ type Config struct {
 	// MaxAPITopics caps the topics opened through the admin API (0: no cap).
 	MaxAPITopics int
 
+	// MaxPeers is the connection manager's high water mark as given (0: the default for the
+	// node's role, see ConnLimits).
+	MaxPeers int
+
 	// ReadyCatchUpTimeout bounds how long readiness waits after start for every topic of
 	// the topics file to finish a catch-up sync with a peer (0: no wait).
 	ReadyCatchUpTimeout time.Duration
@@ -150,8 +154,32 @@ var options = []option{
 	{name: "log-format", kind: kindString, def: "text", usage: "log format: text or json"},
 	{name: "log-level", kind: kindString, def: "info", usage: "log level: debug, info, warn or error"},
 	{name: "ack-policy", kind: kindString, def: "automatic", usage: "acknowledge delivered operations automatic or explicit (explicit: clients ack each operation through the admin API)"},
+	{name: "max-peers", kind: kindString, def: "0", usage: "connections the node keeps before trimming the least useful ones (the connection manager's high water mark); 0: 1000 with --public (an always-on node serves many edges), 150 otherwise"},
 	{name: "max-api-topics", kind: kindString, def: "1024", usage: "most topics the admin API may open besides those of --topics-file; 0 for no limit"},
 	{name: "ready-catch-up-timeout", kind: kindString, def: "2m", usage: "after start, /readyz waits until every topic of --topics-file finished a catch-up sync with a peer, or this long; only with --bootstrap peers; 0 for no wait"},
+}
+
+// Connection manager defaults (see ConnLimits).
+const (
+	// DefaultMaxPeersPublic: an always-on node is where edges meet; 150 connections (the
+	// edge default) made one refuse or trim most of a few hundred edges.
+	DefaultMaxPeersPublic = 1000
+	DefaultMaxPeersEdge   = 150
+	// MinMaxPeers keeps room for bootstrap peers, relays and a few topic peers.
+	MinMaxPeers = 10
+)
+
+// ConnLimits returns the connection manager's low and high water marks: MaxPeers, or the
+// default for the node's role, and four fifths of it (what it trims down to).
+func (c *Config) ConnLimits() (low, high int) {
+	high = c.MaxPeers
+	if high == 0 {
+		high = DefaultMaxPeersEdge
+		if c.Public {
+			high = DefaultMaxPeersPublic
+		}
+	}
+	return high * 4 / 5, high
 }
 
 // EnvName returns the environment variable for a flag name: "data-dir" → "PANDA_DATA_DIR".
@@ -453,6 +481,14 @@ func build(vals map[string]value) (*Config, error) {
 		return nil, bad("max-api-topics", vals["max-api-topics"].str, errors.New("must be a number >= 0"))
 	}
 	c.MaxAPITopics = n
+	n, err = strconv.Atoi(strings.TrimSpace(vals["max-peers"].str))
+	if err != nil || n < 0 {
+		return nil, bad("max-peers", vals["max-peers"].str, errors.New("must be a number >= 0"))
+	}
+	if n > 0 && n < MinMaxPeers {
+		return nil, bad("max-peers", vals["max-peers"].str, fmt.Errorf("must be 0 (default) or at least %d", MinMaxPeers))
+	}
+	c.MaxPeers = n
 	d, err := time.ParseDuration(strings.TrimSpace(vals["ready-catch-up-timeout"].str))
 	if err != nil || d < 0 {
 		return nil, bad("ready-catch-up-timeout", vals["ready-catch-up-timeout"].str, errors.New("must be a duration >= 0 such as 2m or 90s"))

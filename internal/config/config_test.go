@@ -75,6 +75,31 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// An always-on (--public) node keeps many more connections than an edge unless told
+// otherwise: with the edge's 150 it trimmed or refused most of a few hundred edges.
+func TestConnLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		low, high int
+	}{
+		{"edge default", nil, 120, DefaultMaxPeersEdge},
+		{"always-on default", []string{"--public"}, 800, DefaultMaxPeersPublic},
+		{"explicit", []string{"--public", "--max-peers", "2000"}, 1600, 2000},
+		{"explicit edge", []string{"--max-peers", "50"}, 40, 50},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := load(t, tc.args, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if low, high := c.ConnLimits(); low != tc.low || high != tc.high {
+				t.Fatalf("ConnLimits = %d/%d, want %d/%d", low, high, tc.low, tc.high)
+			}
+		})
+	}
+}
+
 func TestPrecedence(t *testing.T) {
 	yml := writeFile(t, "c.yaml", "network-id: from-yaml\nlog-level: warn\nmdns: false\nlisten:\n  - /ip4/127.0.0.1/tcp/5001\nannounce: /ip4/1.2.3.4/tcp/4001\n")
 	cases := []struct {
@@ -196,6 +221,8 @@ func TestInvalidValues(t *testing.T) {
 		{"empty data dir flag", []string{"--data-dir", ""}, nil, "", "data-dir", []string{"must not be empty"}},
 		{"empty data dir env", nil, map[string]string{"PANDA_DATA_DIR": ""}, "", "data-dir", []string{"env PANDA_DATA_DIR", "must not be empty"}},
 		{"max api topics", []string{"--max-api-topics", "-1"}, nil, "", "max-api-topics", []string{">= 0"}},
+		{"max peers negative", []string{"--max-peers", "-5"}, nil, "", "max-peers", []string{">= 0"}},
+		{"max peers too few", nil, map[string]string{"PANDA_MAX_PEERS": "3"}, "", "max-peers", []string{"at least 10"}},
 		{"catch-up timeout unit", []string{"--ready-catch-up-timeout", "120"}, nil, "", "ready-catch-up-timeout", []string{`"120"`, "duration"}},
 		{"catch-up timeout negative", nil, map[string]string{"PANDA_READY_CATCH_UP_TIMEOUT": "-1s"}, "", "ready-catch-up-timeout", []string{">= 0"}},
 	}
