@@ -1,4 +1,5 @@
-# `make bench`: the benchmark table (docs/performance.md explains every row).
+# `make bench`: the benchmark table (docs/performance.md explains every row). It needs the
+# envtest binaries for the operator's row, like `make test`.
 .PHONY: bench
-bench: ## Run the headline benchmarks and print one table (JSON in bin/bench/results.json)
+bench: envtest ## Run the headline benchmarks and print one table (JSON in bin/bench/results.json)
 	$(TEST_ENV) $(GO) run -tags '$(GOTAGS)' ./hack/benchtable -json $(BIN)/bench/results.json

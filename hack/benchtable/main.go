@@ -178,6 +178,13 @@ func runBench(tags string, r *row) (map[string]float64, error) {
 	cmd.Stderr = &out
 	err := cmd.Run()
 	metrics := parseBench(out.String())
+	if err == nil && len(metrics) == 0 {
+		// A benchmark that skipped (say, envtest binaries missing) says why; show that
+		// instead of a bare "did not report".
+		if reason := skipReason(out.String()); reason != "" {
+			return nil, fmt.Errorf("skipped: %s", reason)
+		}
+	}
 	if err != nil && len(metrics) == 0 {
 		tail := out.String()
 		if len(tail) > 600 {
@@ -186,6 +193,22 @@ func runBench(tags string, r *row) (map[string]float64, error) {
 		return nil, fmt.Errorf("%v: %s", err, strings.TrimSpace(tail))
 	}
 	return metrics, nil
+}
+
+// skipReason returns the message of the first benchmark that skipped in go test's output
+// ("--- SKIP: BenchmarkX" followed by an indented "file.go:N: message" line).
+func skipReason(out string) string {
+	lines := strings.Split(out, "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(strings.TrimSpace(l), "--- SKIP:") && i+1 < len(lines) {
+			msg := strings.TrimSpace(lines[i+1])
+			if _, after, ok := strings.Cut(msg, ": "); ok {
+				msg = after
+			}
+			return msg
+		}
+	}
+	return ""
 }
 
 // parseBench reads "BenchmarkX-2  N  v1 unit1  v2 unit2 ..." lines.

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/pandanet/pandanet/internal/testutil"
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/pipeline"
 )
@@ -722,6 +725,49 @@ func TestSyncEventsQueueWithoutBlocking(t *testing.T) {
 	}
 	if queued, _ := n.emitTopicEvent(topicT, SyncEnded{}); queued {
 		t.Fatal("event queued for a closed subscription")
+	}
+}
+
+// The status-event pump runs only while events wait: an idle subscription (an always-on
+// node follows tens of thousands) costs no goroutine for it, and the pump ends once the
+// app has taken the queue.
+func TestNoticePumpOnlyWhileEventsWait(t *testing.T) {
+	n := newNode(t, WithEventBuffer(0))
+	_, sub, err := n.Stream(testCtx(t), topicT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pumpGoroutines(); got != 0 {
+		t.Fatalf("%d notice pumps for an idle subscription, want 0", got)
+	}
+	for i := range 3 {
+		if queued, _ := n.emitTopicEvent(topicT, SyncEnded{SessionID: uint64(i)}); !queued {
+			t.Fatalf("event %d not queued", i)
+		}
+	}
+	// The app has not read: one pump waits on the unbuffered channel with the queue.
+	if got := pumpGoroutines(); got != 1 {
+		t.Fatalf("%d notice pumps while 3 events wait, want 1", got)
+	}
+	for i := range 3 {
+		if ev, ok := next(t, sub).(SyncEnded); !ok || ev.SessionID != uint64(i) {
+			t.Fatalf("event %d: got %+v", i, ev)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "notice pump to end after the queue drained", func() (bool, error) {
+		return pumpGoroutines() == 0, nil
+	})
+}
+
+// pumpGoroutines counts the goroutines running Subscription.pumpNotices.
+func pumpGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "(*Subscription).pumpNotices")
+		}
+		buf = make([]byte, 2*len(buf))
 	}
 }
 

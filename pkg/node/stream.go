@@ -60,9 +60,6 @@ func (n *Node) StreamFrom(ctx context.Context, topic operation.Topic, from From)
 	s := &Subscription{n: n, topic: topic, events: make(chan Event, n.cfg.eventBuffer),
 		done: make(chan struct{}), replayDone: make(chan struct{}), replayed: make(Heights)}
 	s.ctx, s.cancel = context.WithCancel(n.ctx)
-	s.noticeSignal = make(chan struct{}, 1)
-	s.wg.Add(1)
-	go s.pumpNotices()
 	// Registered before the cursor is read: live results of the topic now wait for the
 	// replay instead of racing it.
 	n.streams[topic] = s
@@ -242,14 +239,16 @@ type Subscription struct {
 	events chan Event
 	ctx    context.Context // cancelled by Close; bounds the replay
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the replay and notice goroutines
+	wg     sync.WaitGroup // the replay goroutine
 
 	// notices are sync status events waiting for the event channel (see notify), at most
-	// maxPendingNotices; pumpNotices hands them over in order.
+	// maxPendingNotices; pumpNotices hands them over in order. The pump runs only while
+	// notices wait, so an idle subscription costs no goroutine (an always-on node follows
+	// tens of thousands of topics).
 	noticeMu       sync.Mutex
 	notices        []Event
 	noticeDropping bool // the queue overflowed and has not drained since
-	noticeSignal   chan struct{}
+	pumping        bool // a pumpNotices goroutine owns the queue
 
 	mu      sync.Mutex
 	closed  bool
@@ -367,10 +366,9 @@ const maxPendingNotices = 256
 // false if the subscription is closed, and firstDrop when the queue just overflowed (the
 // oldest event was dropped for the first time since it last drained).
 func (s *Subscription) notify(ev Event) (queued, firstDrop bool) {
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
+	// Registered as a sender, so Close waits for the pump this may start; the pump
+	// inherits the registration.
+	if !s.enter() {
 		return false, false
 	}
 	s.noticeMu.Lock()
@@ -381,35 +379,38 @@ func (s *Subscription) notify(ev Event) (queued, firstDrop bool) {
 		s.noticeDropping = true
 	}
 	s.notices = append(s.notices, ev)
+	start := !s.pumping
+	s.pumping = true
 	s.noticeMu.Unlock()
-	select {
-	case s.noticeSignal <- struct{}{}:
-	default:
+	if start {
+		go s.pumpNotices()
+	} else {
+		s.senders.Done()
 	}
 	return true, firstDrop
 }
 
-// pumpNotices hands queued status events to the event channel until Close.
+// pumpNotices hands queued status events to the event channel, in order, until the queue
+// is empty or the subscription closes. It runs as a sender registered by notify.
 func (s *Subscription) pumpNotices() {
-	defer s.wg.Done()
+	defer s.senders.Done()
 	for {
 		s.noticeMu.Lock()
 		if len(s.notices) == 0 {
 			s.notices = nil // give an idle queue's backing array back
 			s.noticeDropping = false
+			s.pumping = false
 			s.noticeMu.Unlock()
-			select {
-			case <-s.noticeSignal:
-				continue
-			case <-s.done:
-				return
-			}
+			return
 		}
 		ev := s.notices[0]
 		s.notices[0] = nil
 		s.notices = s.notices[1:]
 		s.noticeMu.Unlock()
 		if !s.push(s.ctx, ev) {
+			s.noticeMu.Lock()
+			s.pumping = false
+			s.noticeMu.Unlock()
 			return
 		}
 	}
