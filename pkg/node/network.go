@@ -285,9 +285,22 @@ func (nw *network) drain(ctx context.Context, t operation.Topic, w *storedWatch)
 	}
 }
 
-// reconcileInterval is how often, at most, the topics a peer shares are all handed to
-// the sync manager again after a discovery session with it.
-const reconcileInterval = 10 * time.Second
+// After a discovery session, the topics a peer shares are all handed to the sync manager
+// again, at most once per reconcilePerTopic for each of them and never less often than
+// maxReconcileInterval: a peer sharing one topic is reconciled after every session (a sync
+// worker waiting out a backoff retries as soon as the peer answers again), one sharing
+// 10,000 every 10 s (each reconciliation costs a sync-manager call per topic, and with a
+// walk every second that was a fifth of such a node's CPU).
+const (
+	reconcilePerTopic    = time.Millisecond
+	maxReconcileInterval = 10 * time.Second
+)
+
+// reconcileInterval is the least time between two reconciliations with a peer that
+// shares this many topics.
+func reconcileInterval(shared int) time.Duration {
+	return min(time.Duration(shared)*reconcilePerTopic, maxReconcileInterval)
+}
 
 // eventLoop turns discovery results into sync sessions.
 func (nw *network) eventLoop(events <-chan p2p.Event) {
@@ -302,10 +315,8 @@ func (nw *network) eventLoop(events <-chan p2p.Event) {
 		case p2p.DiscoverySessionEnded:
 			// Every topic the peer shares, not only the new ones: a TopicPeer event lost
 			// to a slow moment is recovered here, and a sync worker waiting out a backoff
-			// retries now that the peer answered. At most every reconcileInterval per
-			// peer: it costs a sync-manager call per shared topic, and with thousands of
-			// topics and a walk every second that was a fifth of the node's CPU.
-			if now := time.Now(); now.Sub(reconciled[e.Peer]) >= reconcileInterval {
+			// retries now that the peer answered (see reconcileInterval).
+			if now := time.Now(); e.Topics > 0 && now.Sub(reconciled[e.Peer]) >= reconcileInterval(e.Topics) {
 				reconciled[e.Peer] = now
 				for _, t := range nw.host.SharedTopics(e.Peer) {
 					if nw.n.subscription(t) != nil {

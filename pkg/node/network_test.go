@@ -298,3 +298,23 @@ func TestRestartWithoutBootstrapFindsKnownPeers(t *testing.T) {
 	}
 	waitStored(t, edge, topicT, 3)
 }
+
+// A peer sharing a few topics is reconciled after every discovery session (a sync worker
+// in backoff retries as soon as the peer answers); the interval grows with the topics it
+// shares, since each reconciliation costs a sync-manager call per topic, up to 10 s.
+func TestReconcileIntervalScalesWithSharedTopics(t *testing.T) {
+	for _, c := range []struct {
+		shared int
+		want   time.Duration
+	}{
+		{1, time.Millisecond},
+		{100, 100 * time.Millisecond},
+		{1000, time.Second},
+		{10000, 10 * time.Second},
+		{100000, 10 * time.Second},
+	} {
+		if got := reconcileInterval(c.shared); got != c.want {
+			t.Errorf("reconcileInterval(%d) = %v, want %v", c.shared, got, c.want)
+		}
+	}
+}
