@@ -176,7 +176,7 @@ func printGrowth(w io.Writer, gs []growth) {
 	fmt.Fprintln(tw, "----------\t-\t-------")
 	for _, g := range gs {
 		if g.Error != "" && len(g.Points) == 0 {
-			fmt.Fprintf(tw, "%s\t-\tERROR: %s\n", g.Name, g.Error)
+			fmt.Fprintf(tw, "%s\t-\tERROR: %s\n", g.Name, oneLine(g.Error))
 			continue
 		}
 		for _, p := range g.Points {
@@ -188,6 +188,13 @@ func printGrowth(w io.Writer, gs []growth) {
 			}
 			fmt.Fprintf(tw, "%s\t%s=%s\t%s\n", g.Name, g.Param, num(p.X), strings.Join(ms, ", "))
 		}
+		if g.Error != "" && len(g.Points) > 0 {
+			// Some sizes ran, a later one failed: its chart lacks that point.
+			fmt.Fprintf(tw, "%s\t-\tERROR after %d sizes: %s\n", g.Name, len(g.Points), oneLine(g.Error))
+		}
 	}
 	tw.Flush()
 }
+
+// oneLine folds a multi-line error (go test's output tail) into one table cell.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

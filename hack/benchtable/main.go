@@ -158,6 +158,27 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	if failed := failures(rows, growthRows); failed > 0 {
+		fmt.Fprintf(os.Stderr, "%d rows failed (see ERROR above)\n", failed)
+		os.Exit(1)
+	}
+}
+
+// failures counts the rows that ran and failed; a row skipped for a missing environment
+// (say, no envtest binaries outside make) is not a failure.
+func failures(rs []row, gs []growth) int {
+	n := 0
+	for _, r := range rs {
+		if r.Error != "" && !strings.HasPrefix(r.Error, "skipped") {
+			n++
+		}
+	}
+	for _, g := range gs {
+		if g.Error != "" {
+			n++
+		}
+	}
+	return n
 }
 
 func missingEnv(names []string) string {
@@ -346,7 +367,7 @@ func printTable(w io.Writer, b map[string]float64) {
 	fmt.Fprintf(tw, "---------\t-----\t----\t-----\t-----------\t-----\t------------------\n")
 	for _, r := range rows {
 		if r.Error != "" {
-			fmt.Fprintf(tw, "%s\t-\t%s\t%s\t%s\t%s\n", r.Name, r.Metric, r.Bound, num(b[r.Bound]), r.Error)
+			fmt.Fprintf(tw, "%s\t-\t%s\t%s\t%s\t%s\n", r.Name, r.Metric, r.Bound, num(b[r.Bound]), oneLine(r.Error))
 			continue
 		}
 		if r.Command == "" {

@@ -14,7 +14,10 @@
 // does not cover (a reader and a writer on separate connections fail with "database table
 // is locked" instead of waiting), so the in-memory store uses one connection for reads and
 // writes. Without fsync its transactions are short; long reads (LogRange) are chunked so they
-// never hold the connection for long.
+// never hold the connection for long. That connection is not what keeps the data alive:
+// database/sql discards a connection whose transaction's context is cancelled (go-sqlite3
+// cannot reset a session), and a memory database is dropped with its last connection, so a
+// second, idle "anchor" connection that never runs a statement holds it until Close.
 package store
 
 import (
@@ -37,6 +40,7 @@ import (
 type Store struct {
 	w      *sql.DB // the single writer connection
 	r      *sql.DB // read pool; == w for the in-memory store
+	anchor *sql.DB // in-memory store only: keeps the database alive (see the package doc)
 	path   string
 	memory bool
 }
@@ -93,7 +97,12 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		db.SetMaxIdleConns(1)
 		db.SetConnMaxLifetime(0)
 		db.SetConnMaxIdleTime(0)
-		s.w, s.r = db, db
+		anchor, err := openAnchor(ctx, dsn)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open in-memory store: %w", err)
+		}
+		s.w, s.r, s.anchor = db, db, anchor
 	} else {
 		common := "_journal_mode=WAL&_foreign_keys=1&_busy_timeout=" + busy
 		u := "file:" + (&url.URL{Path: path}).EscapedPath()
@@ -125,10 +134,29 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		return s, nil
 	}
 	if err := s.migrate(ctx); err != nil {
-		s.w.Close()
+		s.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// openAnchor opens one idle connection to the in-memory database dsn and keeps it: the
+// database lives while any connection to it is open, whatever database/sql does with the
+// store's working connection.
+func openAnchor(ctx context.Context, dsn string) (*sql.DB, error) {
+	anchor, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, err
+	}
+	anchor.SetMaxOpenConns(1)
+	anchor.SetMaxIdleConns(1)
+	anchor.SetConnMaxLifetime(0)
+	anchor.SetConnMaxIdleTime(0)
+	if err := anchor.PingContext(ctx); err != nil { // opens the connection, then idles it
+		anchor.Close()
+		return nil, err
+	}
+	return anchor, nil
 }
 
 // Path returns the database path, "" for an in-memory store.
@@ -141,6 +169,9 @@ func (s *Store) Close() error {
 		errs = append(errs, s.r.Close())
 	}
 	errs = append(errs, s.w.Close())
+	if s.anchor != nil {
+		errs = append(errs, s.anchor.Close()) // last: this drops an in-memory database
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}
