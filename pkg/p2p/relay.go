@@ -130,25 +130,15 @@ func resourceLimits(public bool, connHigh int, topicProto protocol.ID) rcmgr.Con
 	libp2p.SetDefaultServiceLimits(&limits)
 	scaled := limits.AutoScale()
 	partial := scaled.ToPartialLimitConfig()
-	raise := func(v *rcmgr.LimitVal, to rcmgr.LimitVal) {
-		if *v >= 0 && *v < to { // negative values are "unlimited" and "block all"
-			*v = to
-		}
-	}
-	raise64 := func(v *rcmgr.LimitVal64, to rcmgr.LimitVal64) {
-		if *v >= 0 && *v < to {
-			*v = to
-		}
-	}
 	sys := &partial.System
 	const topicStreams = rcmgr.LimitVal(MaxTopicStreamsPerPeer)
 	if topicProto != "" {
 		// Per (peer, protocol): one stream per topic and direction, with room for the
 		// replaced ones still closing (the sync manager caps those per peer).
-		pp := scaled.ToPartialLimitConfig().ProtocolPeerDefault
-		raise(&pp.StreamsInbound, topicStreams)
-		raise(&pp.StreamsOutbound, topicStreams)
-		raise(&pp.Streams, 2*topicStreams)
+		pp := partial.ProtocolPeerDefault
+		raiseLimit(&pp.StreamsInbound, topicStreams)
+		raiseLimit(&pp.StreamsOutbound, topicStreams)
+		raiseLimit(&pp.Streams, 2*topicStreams)
 		if partial.ProtocolPeer == nil {
 			partial.ProtocolPeer = map[protocol.ID]rcmgr.ResourceLimits{}
 		}
@@ -158,18 +148,25 @@ func resourceLimits(public bool, connHigh int, topicProto protocol.ID) rcmgr.Con
 		if partial.Protocol == nil {
 			partial.Protocol = map[protocol.ID]rcmgr.ResourceLimits{}
 		}
-		pr := scaled.ToPartialLimitConfig().ProtocolDefault
+		pr := partial.ProtocolDefault
 		pr.StreamsInbound, pr.StreamsOutbound, pr.Streams = rcmgr.Unlimited, rcmgr.Unlimited, rcmgr.Unlimited
 		pr.Memory = rcmgr.Unlimited64
 		partial.Protocol[topicProto] = pr
 		// A peer's streams over all protocols: the topic streams plus the default room.
 		peerDef := &partial.PeerDefault
-		raise(&peerDef.StreamsInbound, topicStreams+256)
-		raise(&peerDef.StreamsOutbound, topicStreams+512)
-		raise(&peerDef.Streams, 2*topicStreams+512)
-		raise(&sys.StreamsInbound, 2*topicStreams)
-		raise(&sys.StreamsOutbound, 2*topicStreams)
-		raise(&sys.Streams, 4*topicStreams)
+		raiseLimit(&peerDef.StreamsInbound, topicStreams+256)
+		raiseLimit(&peerDef.StreamsOutbound, topicStreams+512)
+		raiseLimit(&peerDef.Streams, 2*topicStreams+512)
+		raiseLimit(&sys.StreamsInbound, 2*topicStreams)
+		raiseLimit(&sys.StreamsOutbound, 2*topicStreams)
+		raiseLimit(&sys.Streams, 4*topicStreams)
+		// A stream is "transient" until its protocol is negotiated, and libp2p admits only
+		// a few hundred of those at once: a node starting sessions for thousands of topics
+		// saw most of them fail to open (each then waited out a retry backoff).
+		tr := &partial.Transient
+		raiseLimit(&tr.StreamsInbound, topicStreams)
+		raiseLimit(&tr.StreamsOutbound, topicStreams)
+		raiseLimit(&tr.Streams, 2*topicStreams)
 		// yamux reserves its initial receive window (256 KiB) from the peer's and the
 		// system's memory budget for every stream, whether or not data ever flows, and a
 		// failed reservation closes the whole connection. With libp2p's scaled default
@@ -177,16 +174,9 @@ func resourceLimits(public bool, connHigh int, topicProto protocol.ID) rcmgr.Con
 		// could carry fewer than 2,000 idle topic streams before the connection died. The
 		// budget follows the stream limit instead: the memory actually used by an idle
 		// session is a few KiB (docs/performance.md, "many topics").
-		// A stream is "transient" until its protocol is negotiated, and libp2p admits only
-		// a few hundred of those at once: a node starting sessions for thousands of topics
-		// saw most of them fail to open (each then waited out a retry backoff).
-		tr := &partial.Transient
-		raise(&tr.StreamsInbound, topicStreams)
-		raise(&tr.StreamsOutbound, topicStreams)
-		raise(&tr.Streams, 2*topicStreams)
 		topicWindows := rcmgr.LimitVal64(MaxTopicStreamsPerPeer) * yamuxInitialWindow
-		raise64(&peerDef.Memory, 2*topicWindows)
-		raise64(&sys.Memory, 4*topicWindows)
+		raiseLimit(&peerDef.Memory, 2*topicWindows)
+		raiseLimit(&sys.Memory, 4*topicWindows)
 	}
 	if !public {
 		return partial.Build(scaled)
@@ -194,11 +184,19 @@ func resourceLimits(public bool, connHigh int, topicProto protocol.ID) rcmgr.Con
 	// Room for the kept connections plus the churn above them (new peers arrive before the
 	// connection manager trims), with 16 inbound streams per connection as libp2p scales.
 	conns := rcmgr.LimitVal(connHigh + connHigh/2)
-	raise(&sys.ConnsInbound, conns)
-	raise(&sys.Conns, conns+conns/2)
-	raise(&sys.StreamsInbound, 16*conns)
-	raise(&sys.Streams, 32*conns)
+	raiseLimit(&sys.ConnsInbound, conns)
+	raiseLimit(&sys.Conns, conns+conns/2)
+	raiseLimit(&sys.StreamsInbound, 16*conns)
+	raiseLimit(&sys.Streams, 32*conns)
 	return partial.Build(scaled)
+}
+
+// raiseLimit raises a limit to at least to, leaving negative values ("unlimited", "block
+// all") as they are.
+func raiseLimit[T rcmgr.LimitVal | rcmgr.LimitVal64](v *T, to T) {
+	if *v >= 0 && *v < to {
+		*v = to
+	}
 }
 
 // reservation is an explicit relay slot we keep refreshed.

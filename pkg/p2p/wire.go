@@ -18,9 +18,8 @@ const (
 	msgRecords       = 3 // both: signed peer records
 	// maxTopicHashes bounds the topics one side announces per session. A node following
 	// more announces a different random subset each session (psiHashes), so every topic
-	// is still found over a few walk rounds. It used
-	// to be 1,024, and a node following more topics failed every discovery session and
-	// found no topic peers at all.
+	// is still found over a few walk rounds. It used to be 1,024, and a node following
+	// more topics failed every discovery session and found no topic peers at all.
 	maxTopicHashes = 1 << 17
 	// maxDiscoveryFrame fits maxTopicHashes hashes (34 bytes each in CBOR) plus the salt;
 	// records frames are bounded by maxRecords × maxRecordSize. Inbound sessions are
