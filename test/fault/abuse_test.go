@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/pandanet/pandanet/internal/testutil"
 	"github.com/pandanet/pandanet/pkg/logsync"
 	"github.com/pandanet/pandanet/pkg/node"
 	"github.com/pandanet/pandanet/pkg/operation"
@@ -575,13 +576,10 @@ func TestMaliciousPeer(t *testing.T) {
 			t.Fatal("no session was rejected as busy; the per-peer cap on unsettled sessions did not apply")
 		}
 		// Once the replaced sessions closed, at most one per served topic is left.
-		deadline := time.Now().Add(30 * time.Second)
-		for live() > int64(len(topics)) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d sessions from one peer still running, want at most one per served topic (%d)", live(), len(topics))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testutil.Eventually(t, 30*time.Second, "replaced sessions to close", func() (bool, error) {
+			n := live()
+			return n <= int64(len(topics)), fmt.Errorf("%d sessions from one peer still running, want at most one per served topic (%d)", n, len(topics))
+		})
 		if grew > 128<<20 {
 			t.Fatalf("heap grew %d MiB during the session flood", grew>>20)
 		}
