@@ -745,7 +745,12 @@ func TestNoticePumpOnlyWhileEventsWait(t *testing.T) {
 			t.Fatalf("event %d not queued", i)
 		}
 	}
-	// The app has not read: one pump waits on the unbuffered channel with the queue.
+	// The app has not read: one pump waits on the unbuffered channel with the queue. A
+	// pump that has not started yet shows in a stack dump as the compiler's notify.gowrap
+	// closure, not as pumpNotices, so wait for it to appear, then check it is the only one.
+	testutil.Eventually(t, 10*time.Second, "a notice pump while 3 events wait", func() (bool, error) {
+		return pumpGoroutines() >= 1, nil
+	})
 	if got := pumpGoroutines(); got != 1 {
 		t.Fatalf("%d notice pumps while 3 events wait, want 1", got)
 	}
