@@ -63,7 +63,44 @@ CREATE TABLE retired_logs (
 	PRIMARY KEY (topic, author, log_id)
 ) WITHOUT ROWID;
 `,
+	// 4: lookups by hash use an index of the hash's first 8 bytes instead of the whole-hash
+	// primary key. Hashes are random, so every insert lands on its own page of that index:
+	// with 32-byte keys that was most of a durable write. 8-byte keys pack four times as
+	// many entries per page (BenchmarkWrite, 1 KiB operations: 30.3 -> 17.6 us per operation
+	// at 100k, 50.5 -> 42.1 us at 1M). Uniqueness is not lost: the hash covers author, log
+	// and seq, so two rows with one hash would also break the unique operations_log index.
+	// A primary key's index cannot be dropped, so the table is rebuilt, keeping every row
+	// and rowid, in the migration's one transaction: a crash or a full disk leaves version 3
+	// intact. It needs the table's size again in free disk space, takes ~16 s per million
+	// 1 KiB operations, and leaves the old table's pages free in the file for new writes.
+	`
+CREATE TABLE operations_v4 (
+	hash         BLOB    NOT NULL,
+	author       BLOB    NOT NULL,
+	log_id       BLOB    NOT NULL,
+	seq          INTEGER NOT NULL,
+	header       BLOB    NOT NULL,
+	body         BLOB,
+	payload_size INTEGER NOT NULL,
+	timestamp    INTEGER NOT NULL,
+	prune        INTEGER NOT NULL
+);
+INSERT INTO operations_v4 (rowid, hash, author, log_id, seq, header, body, payload_size, timestamp, prune)
+	SELECT rowid, hash, author, log_id, seq, header, body, payload_size, timestamp, prune FROM operations ORDER BY rowid;
+DROP TABLE operations;
+ALTER TABLE operations_v4 RENAME TO operations;
+CREATE UNIQUE INDEX operations_log ON operations (author, log_id, seq);
+-- Queries by hash say "substr(hash, 1, 8) = ? AND hash = ?" (see hashLookup).
+CREATE INDEX operations_hash ON operations (substr(hash, 1, 8));
+`,
 }
+
+// hashLookup is the WHERE clause that finds an operation by hash through operations_hash;
+// its arguments are hashArgs. The planner uses an expression index only for a term that
+// repeats the indexed expression, so the prefix is its own argument.
+const hashLookup = `substr(hash, 1, 8) = ? AND hash = ?`
+
+func hashArgs(hash []byte) []any { return []any{hash[:8], hash} }
 
 // SchemaVersion is the user_version this code writes.
 var SchemaVersion = len(migrations)

@@ -188,7 +188,7 @@ func prepareBatch(ctx context.Context, tx *sql.Tx) (*batch, error) {
 		dst   **sql.Stmt
 		query string
 	}{
-		{&b.exists, `SELECT 1 FROM operations WHERE hash = ?`},
+		{&b.exists, `SELECT 1 FROM operations WHERE ` + hashLookup},
 		{&b.latestStmt, `SELECT hash, seq FROM operations WHERE author = ? AND log_id = ? ORDER BY seq DESC LIMIT 1`},
 		{&b.atSeq, `SELECT hash FROM operations WHERE author = ? AND log_id = ? AND seq = ?`},
 		{&b.insOne, insertOpSQL(1)},
@@ -276,7 +276,7 @@ func (b *batch) insert(ctx context.Context, in *Insert) (InsertResult, error) {
 			return InsertResult{}, err
 		}
 		var one int
-		switch err := b.exists.QueryRowContext(ctx, op.Hash[:]).Scan(&one); {
+		switch err := b.exists.QueryRowContext(ctx, hashArgs(op.Hash[:])...).Scan(&one); {
 		case err == nil:
 			return InsertResult{Outcome: AlreadyExists}, nil
 		case !errors.Is(err, sql.ErrNoRows):

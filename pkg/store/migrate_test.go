@@ -1,0 +1,275 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/pandanet/pandanet/pkg/operation"
+)
+
+// A store written by schema version 3 (whole-hash primary key) opens under version 4 with
+// every row, rowid, log, cursor and retired log intact, and its hash lookups use the new
+// prefix index.
+func TestMigrationToPrefixHashIndexKeepsEverything(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+
+	// Fill a current store through the real write path: two topics, three authors, a
+	// pruned log, an ack cursor, a retired log.
+	src := filepath.Join(dir, "current.sqlite")
+	s, err := Open(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []operation.PrivateKey{newKey(t), newKey(t), newKey(t)}
+	var all []*operation.Operation
+	for i, key := range keys {
+		topic := topicA
+		if i == 2 {
+			topic = topicB
+		}
+		ops := chain(t, key, topic, nil, 40, func(j int) []byte { return fmt.Appendf(nil, "%d/%d", i, j) })
+		if i == 1 {
+			ops = append(ops, signPrune(t, key, topic, ops[len(ops)-1], []byte("pruned")))
+		}
+		if _, err := s.InsertBatch(ctx, inserts(topic, ops...)); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, ops...)
+	}
+	if err := s.Ack(ctx, topicA, keys[0].PublicKey(), operation.LogIDFromTopic(topicA), 17); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RetireLogs(ctx, topicB, []RetiredLog{
+		{Author: newKey(t).PublicKey(), Log: operation.LogIDFromTopic(topicB), Seq: 9},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := dumpTables(t, s.r)
+	s.Close()
+
+	// Build the same store as version 3 wrote it: migrations 1–3, then the rows.
+	old := filepath.Join(dir, "v3.sqlite")
+	writeVersion3(t, src, old)
+
+	s, err = Open(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var version int
+	if err := s.r.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != SchemaVersion {
+		t.Fatalf("user_version %d %v, want %d", version, err, SchemaVersion)
+	}
+	if got := dumpTables(t, s.r); got != want {
+		t.Fatalf("migrated tables differ from the store they were copied from:\n got %s\nwant %s", got, want)
+	}
+	if got, wantIdx := indexNames(t, s.r), []string{"operations_hash", "operations_log"}; !slices.Equal(got, wantIdx) {
+		t.Fatalf("operations indexes %v, want %v", got, wantIdx)
+	}
+	if err := s.IntegrityCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gone := pruned(all)
+	for _, op := range all {
+		got, err := s.Get(ctx, op.Hash)
+		if slices.Contains(gone, op.Hash) {
+			if !errors.Is(err, ErrNotFound) {
+				t.Fatalf("get %s (pruned before the migration): %v, want ErrNotFound", op.Hash.Short(), err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("get %s after migration: %v", op.Hash.Short(), err)
+		}
+		if got.Hash != op.Hash {
+			t.Fatalf("get %s returned %s", op.Hash.Short(), got.Hash.Short())
+		}
+	}
+	// The migrated store keeps working: an operation extends its log, a duplicate is found
+	// by hash, a fork by (author, log, seq).
+	next := chain(t, keys[0], topicA, all[39], 1, nil)[0]
+	fork := chain(t, keys[0], topicA, all[38], 1, func(int) []byte { return []byte("fork") })[0]
+	res, err := s.InsertBatch(ctx, inserts(topicA, next, next, fork))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := outcomes(res), []Outcome{Inserted, AlreadyExists, Rejected}; !equalOutcomes(got, want) {
+		t.Fatalf("outcomes after migration %v, want %v", got, want)
+	}
+}
+
+// writeVersion3 writes the store at src as schema version 3 wrote it (whole-hash primary
+// key) to a new file dst: migrations 1–3, then every row of src, rowids included.
+func writeVersion3(t testing.TB, src, dst string) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sql.Open("sqlite3", "file:"+dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	stmts := slices.Concat(migrations[:3], []string{
+		"PRAGMA user_version = 3",
+		"ATTACH DATABASE '" + src + "' AS current",
+		`INSERT INTO operations (rowid, hash, author, log_id, seq, header, body, payload_size, timestamp, prune)
+			SELECT rowid, hash, author, log_id, seq, header, body, payload_size, timestamp, prune FROM current.operations`,
+		"INSERT INTO topic_logs SELECT * FROM current.topic_logs",
+		"INSERT INTO ack_cursors SELECT * FROM current.ack_cursors",
+		"INSERT INTO retired_logs SELECT * FROM current.retired_logs",
+		"DETACH DATABASE current",
+	})
+	for _, stmt := range stmts {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	if got := indexNames(t, db); !slices.Contains(got, "sqlite_autoindex_operations_1") {
+		t.Fatalf("version 3 store has indexes %v, want the whole-hash primary key", got)
+	}
+}
+
+// BenchmarkMigrateToPrefixHashIndex times opening a version 3 store of b.N 1 KiB operations
+// (10 logs), which rebuilds its operations table once: what an upgrade costs at start.
+// Run it with -benchtime=100000x; b.N is the store's size, not a repetition count.
+func BenchmarkMigrateToPrefixHashIndex(b *testing.B) {
+	ctx := context.Background()
+	dir := b.TempDir()
+	src := filepath.Join(dir, "current.sqlite")
+	s, err := Open(ctx, src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const authors, batchSize = 10, 1000
+	per := b.N/authors + 1
+	for range authors {
+		ops := chain(b, newKey(b), topicA, nil, per, func(int) []byte { return make([]byte, 1024) })
+		for len(ops) > 0 {
+			n := min(batchSize, len(ops))
+			if _, err := s.InsertBatch(ctx, inserts(topicA, ops[:n]...)); err != nil {
+				b.Fatal(err)
+			}
+			ops = ops[n:]
+		}
+	}
+	s.Close()
+	old := filepath.Join(dir, "v3.sqlite")
+	writeVersion3(b, src, old)
+	b.ResetTimer()
+	s, err = Open(ctx, old)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	s.Close()
+	b.ReportMetric(b.Elapsed().Seconds(), "s")
+}
+
+// pruned returns the hashes a prune operation in ops removed (the earlier ops of its log).
+func pruned(ops []*operation.Operation) []operation.Hash {
+	var out []operation.Hash
+	for _, p := range ops {
+		if !p.Prune() {
+			continue
+		}
+		for _, op := range ops {
+			if op.Author() == p.Author() && op.LogID() == p.LogID() && op.SeqNum() < p.SeqNum() {
+				out = append(out, op.Hash)
+			}
+		}
+	}
+	return out
+}
+
+// Every lookup by hash is an index search, never a scan of the operations table.
+func TestHashLookupsSearchTheIndex(t *testing.T) {
+	for name, s := range openStores(t) {
+		t.Run(name, func(t *testing.T) {
+			for _, query := range []string{
+				`SELECT header, body FROM operations WHERE ` + hashLookup,
+				`SELECT 1 FROM operations WHERE ` + hashLookup,
+			} {
+				hash := operation.HashOf([]byte(query))
+				rows, err := s.r.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+query, hashArgs(hash[:])...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var plan []string
+				for rows.Next() {
+					var id, parent, unused int
+					var detail string
+					if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+						t.Fatal(err)
+					}
+					plan = append(plan, detail)
+				}
+				rows.Close()
+				if len(plan) != 1 || !strings.HasPrefix(plan[0], "SEARCH operations USING INDEX operations_hash") {
+					t.Fatalf("plan of %q: %q, want one search of operations_hash", query, plan)
+				}
+			}
+		})
+	}
+}
+
+// dumpTables renders every row of the store's tables (operations with their rowids) in a
+// fixed order, so two stores can be compared for equality.
+func dumpTables(t *testing.T, db *sql.DB) string {
+	t.Helper()
+	var b strings.Builder
+	for _, q := range []string{
+		`SELECT rowid, hex(hash), hex(author), hex(log_id), seq, hex(header), hex(body), payload_size, timestamp, prune FROM operations ORDER BY rowid`,
+		`SELECT hex(topic), hex(author), hex(log_id) FROM topic_logs ORDER BY 1, 2, 3`,
+		`SELECT hex(topic), hex(author), hex(log_id), seq FROM ack_cursors ORDER BY 1, 2, 3`,
+		`SELECT hex(topic), hex(author), hex(log_id), seq FROM retired_logs ORDER BY 1, 2, 3`,
+	} {
+		rows, err := db.Query(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cols, _ := rows.Columns()
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		n := 0
+		for rows.Next() {
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintln(&b, vals)
+			n++
+		}
+		rows.Close()
+		if n == 0 {
+			t.Fatalf("%s: no rows (the fixture must fill every table)", q)
+		}
+	}
+	return b.String()
+}
+
+func indexNames(t testing.TB, db *sql.DB) []string {
+	t.Helper()
+	rows, err := db.Query(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'operations' ORDER BY name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, name)
+	}
+	return out
+}
