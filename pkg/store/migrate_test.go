@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,45 +21,10 @@ func TestMigrationToPrefixHashIndexKeepsEverything(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 
-	// Fill a current store through the real write path: two topics, three authors, a
-	// pruned log, an ack cursor, a retired log.
-	src := filepath.Join(dir, "current.sqlite")
-	s, err := Open(ctx, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := []operation.PrivateKey{newKey(t), newKey(t), newKey(t)}
-	var all []*operation.Operation
-	for i, key := range keys {
-		topic := topicA
-		if i == 2 {
-			topic = topicB
-		}
-		ops := chain(t, key, topic, nil, 40, func(j int) []byte { return fmt.Appendf(nil, "%d/%d", i, j) })
-		if i == 1 {
-			ops = append(ops, signPrune(t, key, topic, ops[len(ops)-1], []byte("pruned")))
-		}
-		if _, err := s.InsertBatch(ctx, inserts(topic, ops...)); err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, ops...)
-	}
-	if err := s.Ack(ctx, topicA, keys[0].PublicKey(), operation.LogIDFromTopic(topicA), 17); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.RetireLogs(ctx, topicB, []RetiredLog{
-		{Author: newKey(t).PublicKey(), Log: operation.LogIDFromTopic(topicB), Seq: 9},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	want := dumpTables(t, s.r)
-	s.Close()
-
-	// Build the same store as version 3 wrote it: migrations 1–3, then the rows.
 	old := filepath.Join(dir, "v3.sqlite")
-	writeVersion3(t, src, old)
+	all, keys, want := writeMigrationFixture(t, dir, old)
 
-	s, err = Open(ctx, old)
+	s, err := Open(ctx, old)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +71,107 @@ func TestMigrationToPrefixHashIndexKeepsEverything(t *testing.T) {
 	}
 }
 
+// writeMigrationFixture fills a current store through the real write path (two topics,
+// three authors, a pruned log, an ack cursor, a retired log), writes it as version 3 had it
+// to old and returns its operations, keys and dumpTables.
+func writeMigrationFixture(t *testing.T, dir, old string) ([]*operation.Operation, []operation.PrivateKey, string) {
+	t.Helper()
+	ctx := context.Background()
+	src := filepath.Join(dir, "current.sqlite")
+	s, err := Open(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	keys := []operation.PrivateKey{newKey(t), newKey(t), newKey(t)}
+	var all []*operation.Operation
+	for i, key := range keys {
+		topic := topicA
+		if i == 2 {
+			topic = topicB
+		}
+		ops := chain(t, key, topic, nil, 40, func(j int) []byte { return fmt.Appendf(nil, "%d/%d", i, j) })
+		if i == 1 {
+			ops = append(ops, signPrune(t, key, topic, ops[len(ops)-1], []byte("pruned")))
+		}
+		if _, err := s.InsertBatch(ctx, inserts(topic, ops...)); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, ops...)
+	}
+	if err := s.Ack(ctx, topicA, keys[0].PublicKey(), operation.LogIDFromTopic(topicA), 17); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RetireLogs(ctx, topicB, []RetiredLog{
+		{Author: newKey(t).PublicKey(), Log: operation.LogIDFromTopic(topicB), Seq: 9},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := dumpTables(t, s.r)
+	writeVersion3(t, src, old)
+	return all, keys, want
+}
+
+// A start that stopped in the middle of moving the operations (a crash between two chunks:
+// some rows in the new table, the rest in the old one, user_version 4) is finished by the
+// next start, with every row and rowid where it was.
+func TestMigrationResumesAfterStopMidMove(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	old := filepath.Join(dir, "v3.sqlite")
+	_, _, want := writeMigrationFixture(t, dir, old)
+
+	defer func(n int) { moveChunk = n }(moveChunk)
+	moveChunk = 16
+	db, err := sql.Open("sqlite3", "file:"+old+"?_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What migrate does up to the crash: migration 4, then two chunks of migration 5.
+	if err := inTx(ctx, conn, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, migrations[3].sql); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "PRAGMA user_version = 4")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if n, err := moveChunkOfOperations(ctx, conn); err != nil || n != 16 {
+			t.Fatalf("move a chunk: %d rows, %v", n, err)
+		}
+	}
+	var left, moved int
+	if err := conn.QueryRowContext(ctx, "SELECT (SELECT count(*) FROM operations), (SELECT count(*) FROM operations_v5)").Scan(&left, &moved); err != nil {
+		t.Fatal(err)
+	}
+	if moved != 32 || left == 0 {
+		t.Fatalf("before the restart: %d rows moved, %d left; want 32 moved and some left", moved, left)
+	}
+	conn.Close()
+	db.Close()
+
+	s, err := Open(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := dumpTables(t, s.r); got != want {
+		t.Fatalf("tables after the resumed migration differ:\n got %s\nwant %s", got, want)
+	}
+	if got, wantIdx := indexNames(t, s.r), []string{"operations_hash", "operations_log"}; !slices.Equal(got, wantIdx) {
+		t.Fatalf("operations indexes %v, want %v", got, wantIdx)
+	}
+	if err := s.IntegrityCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // writeVersion3 writes the store at src as schema version 3 wrote it (whole-hash primary
 // key) to a new file dst: migrations 1–3, then every row of src, rowids included.
 func writeVersion3(t testing.TB, src, dst string) {
@@ -116,7 +183,11 @@ func writeVersion3(t testing.TB, src, dst string) {
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	stmts := slices.Concat(migrations[:3], []string{
+	var stmts []string
+	for _, m := range migrations[:3] {
+		stmts = append(stmts, m.sql)
+	}
+	stmts = append(stmts, []string{
 		"PRAGMA user_version = 3",
 		"ATTACH DATABASE '" + src + "' AS current",
 		`INSERT INTO operations (rowid, hash, author, log_id, seq, header, body, payload_size, timestamp, prune)
@@ -125,7 +196,7 @@ func writeVersion3(t testing.TB, src, dst string) {
 		"INSERT INTO ack_cursors SELECT * FROM current.ack_cursors",
 		"INSERT INTO retired_logs SELECT * FROM current.retired_logs",
 		"DETACH DATABASE current",
-	})
+	}...)
 	for _, stmt := range stmts {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
 			t.Fatalf("%s: %v", stmt, err)
@@ -162,14 +233,30 @@ func BenchmarkMigrateToPrefixHashIndex(b *testing.B) {
 	s.Close()
 	old := filepath.Join(dir, "v3.sqlite")
 	writeVersion3(b, src, old)
+	before := fileSizes(b, old)
 	b.ResetTimer()
 	s, err = Open(ctx, old)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.StopTimer()
+	after := fileSizes(b, old, old+"-wal")
 	s.Close()
 	b.ReportMetric(b.Elapsed().Seconds(), "s")
+	b.ReportMetric(float64(before)/(1<<20), "MiB-before")
+	b.ReportMetric(float64(after)/(1<<20), "MiB-db+wal-after")
+}
+
+func fileSizes(b *testing.B, paths ...string) int64 {
+	var total int64
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += fi.Size()
+	}
+	return total
 }
 
 // pruned returns the hashes a prune operation in ops removed (the earlier ops of its log).

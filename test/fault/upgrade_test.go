@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,8 +16,9 @@ import (
 )
 
 // version3Operations is the operations table as schema version 3 created it: the whole
-// hash as primary key. Schema 4 rebuilds the table to index an 8-byte prefix instead; this
-// frozen copy lets the test write a store the way an older panda-node left it.
+// hash as primary key. Schemas 4 and 5 move the rows to a table that indexes an 8-byte
+// prefix instead; this frozen copy lets the test write a store the way an older panda-node
+// left it.
 const version3Operations = `
 CREATE TABLE operations_v3 (
 	hash         BLOB    NOT NULL PRIMARY KEY,
@@ -37,36 +39,45 @@ CREATE UNIQUE INDEX operations_log ON operations (author, log_id, seq);
 PRAGMA user_version = 3;
 `
 
-// Upgrading a store whose disk has no room for the schema 4 rebuild: the daemon refuses to
-// start and says the disk is full, the store stays at version 3 with every operation, and
-// once there is space the same daemon upgrades it and serves every operation.
+// Upgrading a store on a full disk: the daemon refuses to start and says the disk is full,
+// every operation is still stored (in the old or the new table, never both or neither),
+// and once there is some room the same daemon finishes the upgrade and serves every
+// operation. The room it needs is a fraction of the store, not a copy of it.
 func TestUpgradeOnFullDisk(t *testing.T) {
 	needBinary(t)
 	needRoot(t, "mounting a tmpfs")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	mnt := filepath.Join(t.TempDir(), "small")
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "mount", "-t", "tmpfs", "-o", "size=64m", "pandanet-upgrade", mnt)
+	run(t, "mount", "-t", "tmpfs", "-o", "size=512m", "pandanet-upgrade", mnt)
 	t.Cleanup(func() { run(t, "umount", mnt) })
 	dataDir := filepath.Join(mnt, "data")
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	dbPath := filepath.Join(dataDir, "panda.db")
-	hashes := writeVersion3Store(t, ctx, dbPath, 3000)
-
-	// Room for the store and half of it again: the rebuild needs a copy of the table in
-	// the WAL and in the file, so it cannot fit.
+	// Written on the test's disk (VACUUM needs room of its own), then copied in.
+	built := filepath.Join(t.TempDir(), "v3.db")
+	hashes := writeVersion3Store(t, ctx, built, 100_000) // ~120 MiB, ten chunks of the move
+	data, err := os.ReadFile(built)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dbPath, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	fi, err := os.Stat(dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	run(t, "mount", "-o", fmt.Sprintf("remount,size=%dk", (fi.Size()*3/2)>>10+64), mnt)
-
+	storeSize := fi.Size()
 	d := newDaemon(t, "upgrade", dataDir, "", "127.0.0.1")
+
+	// 256 KiB to spare: not even the first chunk fits.
+	run(t, "mount", "-o", fmt.Sprintf("remount,size=%dk", usedKiB(t, mnt)+256), mnt)
 	d.spawn()
 	err, exited := d.waitExit(60 * time.Second)
 	if !exited {
@@ -77,11 +88,15 @@ func TestUpgradeOnFullDisk(t *testing.T) {
 		t.Fatalf("exit %v without a message naming the full disk:\n%s", err, tail)
 	}
 	t.Logf("exit %v; last log line: %s", err, lastLine(tail))
-	if version, n := schemaAndCount(t, dbPath); version != 3 || n != len(hashes) {
-		t.Fatalf("after the failed upgrade: schema %d with %d operations, want 3 with %d", version, n, len(hashes))
+	if version, n := schemaAndCount(t, dbPath); version > 4 || n != len(hashes) {
+		t.Fatalf("after the failed upgrade: schema %d with %d operations, want <= 4 with %d", version, n, len(hashes))
 	}
 
-	run(t, "mount", "-o", "remount,size=64m", mnt)
+	// 40 MiB to spare is enough: the move needs one chunk's growth of the file, that chunk
+	// in the WAL and the new indexes, not a copy of the table (one transaction copying it
+	// needed 2.9 times the store).
+	spare := int64(40 << 20)
+	run(t, "mount", "-o", fmt.Sprintf("remount,size=%dk", usedKiB(t, mnt)+spare>>10), mnt)
 	d.start()
 	h, err := d.topics()
 	if err != nil {
@@ -90,6 +105,10 @@ func TestUpgradeOnFullDisk(t *testing.T) {
 	if ops(h) != uint64(len(hashes)) {
 		t.Fatalf("after the upgrade the node holds %d operations, want %d", ops(h), len(hashes))
 	}
+	t.Logf("upgraded a %d MiB store with %d MiB to spare", storeSize>>20, spare>>20)
+	d.stop()
+	run(t, "mount", "-o", "remount,size=512m", mnt)
+	d.start()
 	if _, err := d.publish(ctx, "after the upgrade"); err != nil {
 		t.Fatalf("publish after the upgrade: %v", err)
 	}
@@ -98,6 +117,16 @@ func TestUpgradeOnFullDisk(t *testing.T) {
 		t.Fatalf("schema %d after the upgrade, want %d", version, store.SchemaVersion)
 	}
 	checkStore(t, dataDir, hashes)
+}
+
+// usedKiB is how much of the file system at dir is in use.
+func usedKiB(t *testing.T, dir string) int64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Blocks-st.Bfree) * st.Bsize >> 10
 }
 
 // writeVersion3Store writes n 1 KiB operations (one log of one topic) through the current
@@ -168,7 +197,16 @@ func schemaAndCount(t *testing.T, path string) (version, n int) {
 	if err := db.QueryRow("PRAGMA user_version").Scan(&version); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.QueryRow("SELECT count(*) FROM operations").Scan(&n); err != nil {
+	// During the upgrade to schema 5 the operations are in two tables, each in exactly one.
+	var moving int
+	if err := db.QueryRow("SELECT count(*) FROM sqlite_master WHERE name = 'operations_v5'").Scan(&moving); err != nil {
+		t.Fatal(err)
+	}
+	count := "SELECT count(*) FROM operations"
+	if moving == 1 {
+		count = "SELECT (SELECT count(*) FROM operations) + (SELECT count(*) FROM operations_v5)"
+	}
+	if err := db.QueryRow(count).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	var check string
