@@ -29,19 +29,7 @@ func TestMigrationToPrefixHashIndexKeepsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	var version int
-	if err := s.r.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != SchemaVersion {
-		t.Fatalf("user_version %d %v, want %d", version, err, SchemaVersion)
-	}
-	if got := dumpTables(t, s.r); got != want {
-		t.Fatalf("migrated tables differ from the store they were copied from:\n got %s\nwant %s", got, want)
-	}
-	if got, wantIdx := indexNames(t, s.r), []string{"operations_hash", "operations_log"}; !slices.Equal(got, wantIdx) {
-		t.Fatalf("operations indexes %v, want %v", got, wantIdx)
-	}
-	if err := s.IntegrityCheck(ctx); err != nil {
-		t.Fatal(err)
-	}
+	checkMigrated(t, s, want)
 	gone := pruned(all)
 	for _, op := range all {
 		got, err := s.Get(ctx, op.Hash)
@@ -161,13 +149,24 @@ func TestMigrationResumesAfterStopMidMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	checkMigrated(t, s, want)
+}
+
+// checkMigrated checks that s is at SchemaVersion with the prefix index, passes the
+// integrity check and holds exactly the rows dumpTables rendered as want.
+func checkMigrated(t *testing.T, s *Store, want string) {
+	t.Helper()
+	var version int
+	if err := s.r.QueryRow("PRAGMA user_version").Scan(&version); err != nil || version != SchemaVersion {
+		t.Fatalf("user_version %d %v, want %d", version, err, SchemaVersion)
+	}
 	if got := dumpTables(t, s.r); got != want {
-		t.Fatalf("tables after the resumed migration differ:\n got %s\nwant %s", got, want)
+		t.Fatalf("migrated tables differ from the store they were copied from:\n got %s\nwant %s", got, want)
 	}
 	if got, wantIdx := indexNames(t, s.r), []string{"operations_hash", "operations_log"}; !slices.Equal(got, wantIdx) {
 		t.Fatalf("operations indexes %v, want %v", got, wantIdx)
 	}
-	if err := s.IntegrityCheck(ctx); err != nil {
+	if err := s.IntegrityCheck(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }
