@@ -13,23 +13,8 @@ import (
 // file-backed store with synchronous=FULL. b.N is the number of operations, so allocs/op
 // is the store's allocations per received operation.
 func BenchmarkWrite(b *testing.B) {
-	const authors, batchSize = 10, 1000
-	ctx := context.Background()
-	topic := operation.Topic(operation.HashOf([]byte("bench")))
-	body := func(i int) []byte { return make([]byte, 1024) }
-	per := b.N/authors + 1
-	var all []Insert
-	logs := make([][]*operation.Operation, authors)
-	for a := range logs {
-		logs[a] = chain(b, newKey(b), topic, nil, per, body)
-	}
-	for i := 0; i < per; i++ { // interleave the authors, as the pipeline's batches do
-		for a := range logs {
-			all = append(all, Insert{Topic: topic, Op: logs[a][i]})
-		}
-	}
-	all = all[:b.N]
-	s, err := Open(ctx, filepath.Join(b.TempDir(), "bench.sqlite"))
+	all := benchInserts(b, b.N)
+	s, err := Open(context.Background(), filepath.Join(b.TempDir(), "bench.sqlite"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -37,9 +22,37 @@ func BenchmarkWrite(b *testing.B) {
 	b.SetBytes(1024)
 	b.ReportAllocs()
 	b.ResetTimer()
+	insertInBatches(b, s, all)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
+
+// benchInserts signs n 1 KiB operations of 10 authors in one topic, in seq order, with the
+// authors interleaved as the pipeline's batches interleave them.
+func benchInserts(b *testing.B, n int) []Insert {
+	const authors = 10
+	topic := operation.Topic(operation.HashOf([]byte("bench")))
+	per := n/authors + 1
+	logs := make([][]*operation.Operation, authors)
+	for a := range logs {
+		logs[a] = chain(b, newKey(b), topic, nil, per, func(int) []byte { return make([]byte, 1024) })
+	}
+	var all []Insert
+	for i := 0; i < per; i++ {
+		for a := range logs {
+			all = append(all, Insert{Topic: topic, Op: logs[a][i]})
+		}
+	}
+	return all[:n]
+}
+
+// insertInBatches writes all in transactions of 1,000 operations (the pipeline writer's
+// batch size) and fails unless every one is inserted.
+func insertInBatches(b *testing.B, s *Store, all []Insert) {
+	const batchSize = 1000
 	for len(all) > 0 {
 		n := min(batchSize, len(all))
-		res, err := s.InsertBatch(ctx, all[:n])
+		res, err := s.InsertBatch(context.Background(), all[:n])
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -50,6 +63,4 @@ func BenchmarkWrite(b *testing.B) {
 		}
 		all = all[n:]
 	}
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 }

@@ -87,16 +87,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 			return nil, fmt.Errorf("open in-memory store: %w", err)
 		}
 		dsn := "file:pandanet-" + hex.EncodeToString(name[:]) + "?mode=memory&cache=shared&_txlock=immediate&_foreign_keys=1&_busy_timeout=" + busy
-		db, err := sql.Open("sqlite3", dsn)
+		db, err := openOneConn(dsn)
 		if err != nil {
 			return nil, fmt.Errorf("open in-memory store: %w", err)
 		}
-		// One connection, never recycled: the shared-cache database is dropped when its last
-		// connection closes.
-		db.SetMaxOpenConns(1)
-		db.SetMaxIdleConns(1)
-		db.SetConnMaxLifetime(0)
-		db.SetConnMaxIdleTime(0)
 		anchor, err := openAnchor(ctx, dsn)
 		if err != nil {
 			db.Close()
@@ -144,19 +138,29 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 // database lives while any connection to it is open, whatever database/sql does with the
 // store's working connection.
 func openAnchor(ctx context.Context, dsn string) (*sql.DB, error) {
-	anchor, err := sql.Open("sqlite3", dsn)
+	anchor, err := openOneConn(dsn)
 	if err != nil {
 		return nil, err
 	}
-	anchor.SetMaxOpenConns(1)
-	anchor.SetMaxIdleConns(1)
-	anchor.SetConnMaxLifetime(0)
-	anchor.SetConnMaxIdleTime(0)
 	if err := anchor.PingContext(ctx); err != nil { // opens the connection, then idles it
 		anchor.Close()
 		return nil, err
 	}
 	return anchor, nil
+}
+
+// openOneConn opens dsn as a pool of one connection that is never recycled for age or
+// idleness: the in-memory store's connections must stay open (see the package doc).
+func openOneConn(dsn string) (*sql.DB, error) {
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	return db, nil
 }
 
 // Path returns the database path, "" for an in-memory store.
