@@ -10,9 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-
-	"filippo.io/edwards25519"
 )
 
 // PublicKeySize and SignatureSize are the Ed25519 sizes.
@@ -210,22 +207,6 @@ func writeKeyFile(path string, key PrivateKey, replace bool) (err error) {
 	return nil
 }
 
-// Verify checks sig over msg the way ed25519-dalek's verify_strict does, which is what
-// p2panda uses: on top of the standard check it rejects small-order public keys and
-// small-order R components. Go's crypto/ed25519 alone accepts both, so a forged-looking
-// signature under a weak key could verify here but not in p2panda.
-func (k PublicKey) Verify(msg []byte, sig Signature) bool {
-	if !ed25519.Verify(k[:], msg, sig[:]) {
-		return false
-	}
-	// crypto/ed25519 compares R against a canonical re-encoding, so an accepted R is
-	// canonical and small order iff it is one of the eight canonical small-order encodings.
-	if smallOrderEncodings[[32]byte(sig[:32])] {
-		return false
-	}
-	return !isWeakKey(k)
-}
-
 // smallOrderEncodings holds the canonical encodings of the eight points of order dividing 8.
 var smallOrderEncodings = func() map[[32]byte]bool {
 	encodings := []string{
@@ -248,29 +229,3 @@ var smallOrderEncodings = func() map[[32]byte]bool {
 	}
 	return set
 }()
-
-// weakKeyCache remembers the small-order check per author: decompressing the key costs a
-// few microseconds and the set of authors is small compared to the number of operations.
-var weakKeyCache sync.Map // PublicKey -> bool
-
-const weakKeyCacheMax = 1 << 16
-
-var weakKeyCacheLen sync.Mutex
-var weakKeyCacheCount int
-
-func isWeakKey(k PublicKey) bool {
-	if v, ok := weakKeyCache.Load(k); ok {
-		return v.(bool)
-	}
-	weak := true
-	if p, err := new(edwards25519.Point).SetBytes(k[:]); err == nil {
-		weak = new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1
-	}
-	weakKeyCacheLen.Lock()
-	if weakKeyCacheCount < weakKeyCacheMax {
-		weakKeyCacheCount++
-		weakKeyCache.Store(k, weak)
-	}
-	weakKeyCacheLen.Unlock()
-	return weak
-}

@@ -109,7 +109,7 @@ func (o *Operation) validate(signingBytes []byte) error {
 		}
 	}
 	if !h.PublicKey.Verify(signingBytes, h.Signature) {
-		return invalid(ErrSignature, "author %s", h.PublicKey.Short())
+		return invalid(ErrSignature, "operation %s (author %s, seq %d)", o.Hash.Short(), h.PublicKey.Short(), h.SeqNum)
 	}
 	return nil
 }
