@@ -33,8 +33,32 @@ import (
 	"runtime"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+	"github.com/mattn/go-sqlite3"
 )
+
+// writerDriver is the "sqlite3" driver plus the per-connection settings the file-backed
+// writer needs that its DSN cannot carry (go-sqlite3 has no DSN key for them). A hook
+// rather than one PRAGMA after Open, because database/sql may replace the connection.
+const writerDriver = "sqlite3-pandanet-writer"
+
+// walAutocheckpointPages is how many WAL pages (4 KiB each) the writer lets pile up before
+// it copies them back into the database file. SQLite's default, 1,000 (4 MB), makes a busy
+// writer checkpoint every few commits, and each checkpoint writes the hot pages again (the
+// indexes' inner nodes and the growing end of every b-tree). At 10,000 pages a fresh edge
+// catching up 100,000 operations took 17 % less time (mean of four alternating runs, 7.18
+// → 5.98 s; see docs/performance.md). The price: the WAL file grows to ~40 MB and keeps
+// that size (SQLite reuses it), and recovery after a crash replays up to 40 MB. Durability
+// is unchanged: every commit still fsyncs the WAL.
+const walAutocheckpointPages = 10_000
+
+func init() {
+	sql.Register(writerDriver, &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
+		if _, err := c.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walAutocheckpointPages), nil); err != nil {
+			return fmt.Errorf("set wal_autocheckpoint: %w", err)
+		}
+		return nil
+	}})
+}
 
 // Store is an operation store. All methods are safe for concurrent use.
 type Store struct {
@@ -100,7 +124,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	} else {
 		common := "_journal_mode=WAL&_foreign_keys=1&_busy_timeout=" + busy
 		u := "file:" + (&url.URL{Path: path}).EscapedPath()
-		w, err := sql.Open("sqlite3", u+"?_txlock=immediate&_synchronous="+cfg.synchronous+"&"+common)
+		w, err := sql.Open(writerDriver, u+"?_txlock=immediate&_synchronous="+cfg.synchronous+"&"+common)
 		if err != nil {
 			return nil, fmt.Errorf("open store %s: %w", path, err)
 		}
