@@ -105,7 +105,7 @@ func newTable(p *edwards25519.Point, bits int) *Table {
 			window.Double(window)
 		}
 	}
-	// Normalise every Z to 1 with one inversion for all 512 points (Montgomery's trick):
+	// Normalise every Z to 1 with one inversion for all the points (Montgomery's trick):
 	// prefix[i] is the product of the first i Zs.
 	prefix := make([]field.Element, len(points)+1)
 	prefix[0].One()
