@@ -161,9 +161,8 @@ func (v *extended) addAffine(p *extended, q *affineNiels, negate bool) {
 	v.Z.Multiply(&f, &g)
 }
 
-// windowsOf is how many bits-wide signed windows a scalar below 2^256 needs: one more
-// than ⌈256/bits⌉ would be needed only if the top window could carry, and scalars here are
-// below 2^253.
+// windowsOf is how many bits-wide signed windows cover a 256-bit scalar, ⌈256/bits⌉. The
+// top window's carry needs no extra window because scalars here are below 2^253.
 func windowsOf(bits int) int { return (256 + bits - 1) / bits }
 
 // accumulate adds (or subtracts) [s]P to v, where t is P's table and s a canonical scalar.
@@ -207,9 +206,6 @@ func signedRadix(d []int16, s []byte, bits int) []int16 {
 	}
 	return d
 }
-
-// PublicKey returns the encoded key the table was built from.
-func (t *Table) PublicKey() []byte { return t.publicKey[:] }
 
 // Verify reports whether sig is a valid signature of msg by the table's public key, with
 // exactly the semantics of crypto/ed25519.Verify: the RFC 8032 cofactorless check, S
