@@ -72,8 +72,14 @@ func (h *Header) Hash() Hash { return HashOf(h.Encode()) }
 // needs one allocation instead of the reflection encoder's ~20. FuzzEncodeMatchesCBOR checks
 // it byte for byte against the cbor library's encoding of the same fields.
 func (h *Header) encode(withSignature bool) []byte {
-	n := uint64(4) // version, public key, payload size, seq num
-	size := 1 + 3 + 2 + len(h.PublicKey) + 9 + 9
+	n, size := h.shape(withSignature)
+	return h.appendEncoding(make([]byte, 0, size), n, withSignature)
+}
+
+// shape returns how many fields the header's array has and how many bytes it encodes to.
+func (h *Header) shape(withSignature bool) (n uint64, size int) {
+	n = uint64(4) // version, public key, payload size, seq num
+	size = 1 + 3 + 2 + len(h.PublicKey) + 9 + 9
 	if withSignature {
 		n++
 		size += 2 + len(h.Signature)
@@ -94,7 +100,12 @@ func (h *Header) encode(withSignature bool) []byte {
 			size += len(raw)
 		}
 	}
-	out := make([]byte, 0, size)
+	return n, size
+}
+
+// appendEncoding appends the header's encoding, an array of n fields, to out.
+func (h *Header) appendEncoding(out []byte, n uint64, withSignature bool) []byte {
+	e := h.Extensions
 	out = appendHead(out, cborArray, n)
 	out = appendHead(out, cborUint, uint64(h.Version))
 	out = appendBytes(out, h.PublicKey[:])
@@ -276,7 +287,11 @@ func decodeCanonicalHeader(data []byte) (h *Header, ok bool) {
 		}
 		h.Extensions = e
 	}
-	if !bytes.Equal(h.Encode(), data) {
+	// Re-encode into a stack buffer (a Node header is ~250 bytes): the comparison needs no
+	// allocation.
+	var buf [384]byte
+	fields, _ := h.shape(true)
+	if !bytes.Equal(h.appendEncoding(buf[:0], fields, true), data) {
 		return nil, false
 	}
 	return h, true

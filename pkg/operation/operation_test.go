@@ -377,3 +377,43 @@ func TestPresentEmptyBodyIsRejected(t *testing.T) {
 		t.Fatalf("payload_size 1 with a present empty body: want ErrPayloadMismatch, got %v", err)
 	}
 }
+
+// DecodeOwned must answer exactly as Decode does and differ only in keeping the caller's
+// buffers: Decode's operation survives the caller reusing its buffers, DecodeOwned's is
+// built on them.
+func TestDecodeOwnedKeepsTheBuffersDecodeCopiesThem(t *testing.T) {
+	for _, f := range coreFixtures[:2] {
+		raw := mustHex(t, f.header)
+		var body []byte
+		if f.body != "" {
+			body = []byte(f.body)
+		}
+		copied, err := Decode(raw, body)
+		if err != nil {
+			t.Fatalf("%s: Decode: %v", f.name, err)
+		}
+		owned, err := DefaultLimits.DecodeOwned(raw, body)
+		if err != nil {
+			t.Fatalf("%s: DecodeOwned: %v", f.name, err)
+		}
+		if owned.Hash != copied.Hash || !bytes.Equal(owned.HeaderBytes, copied.HeaderBytes) || !bytes.Equal(owned.Body, copied.Body) {
+			t.Fatalf("%s: DecodeOwned gave %s, Decode %s", f.name, owned.Hash, copied.Hash)
+		}
+		if &owned.HeaderBytes[0] != &raw[0] || (body != nil && &owned.Body[0] != &body[0]) {
+			t.Fatalf("%s: DecodeOwned copied the buffers it was handed", f.name)
+		}
+		clear(raw)
+		clear(body)
+		if copied.Hash.String() != f.hash || HashOf(copied.HeaderBytes).String() != f.hash ||
+			(body != nil && string(copied.Body) != f.body) {
+			t.Fatalf("%s: Decode's operation changed with the caller's buffers", f.name)
+		}
+	}
+	// Rejections are the same too: a body that does not match its header.
+	raw := mustHex(t, coreFixtures[1].header)
+	_, errCopy := Decode(raw, []byte("Hello, Otter!"))
+	_, errOwned := DefaultLimits.DecodeOwned(raw, []byte("Hello, Otter!"))
+	if errCopy == nil || errOwned == nil || errCopy.Error() != errOwned.Error() {
+		t.Fatalf("mismatched body: Decode said %v, DecodeOwned %v", errCopy, errOwned)
+	}
+}
