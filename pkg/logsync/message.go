@@ -1,6 +1,7 @@
 package logsync
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -138,7 +139,16 @@ func decModeFor(maxHaveEntries int) cbor.DecMode {
 
 // EncodeMessage returns the CBOR body of m (without the length prefix).
 func EncodeMessage(m *Message) ([]byte, error) {
-	w := wireMessage{Kind: uint8(m.Kind)}
+	w, err := wireOf(m)
+	if err != nil {
+		return nil, err
+	}
+	return msgEncMode.Marshal(w)
+}
+
+// wireOf returns m as it goes on the wire.
+func wireOf(m *Message) (*wireMessage, error) {
+	w := &wireMessage{Kind: uint8(m.Kind)}
 	switch m.Kind {
 	case KindTopic:
 		w.Topic = m.Topic[:]
@@ -156,7 +166,7 @@ func EncodeMessage(m *Message) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("encode message: unknown kind %d", m.Kind)
 	}
-	return msgEncMode.Marshal(&w)
+	return w, nil
 }
 
 func encodeHeights(h Heights) []wireAuthor {
@@ -303,16 +313,38 @@ func decodeHeights(authors []wireAuthor, maxEntries int) (Heights, error) {
 // frameHeaderSize is the big-endian uint32 length prefix.
 const frameHeaderSize = 4
 
+// frameBuffers hold frames while writeFrame builds them. A catch-up sends one frame per
+// operation, and a fresh encoding plus a fresh frame for each was a fifth of the bytes a
+// sender allocated. Buffers that grew past maxPooledFrame (a large operation) are dropped
+// instead of kept.
+var frameBuffers = stdsync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooledFrame = 64 << 10
+
+// msgBufEncMode is msgEncMode encoding into a caller's buffer.
+var msgBufEncMode = msgEncMode.(cbor.UserBufferEncMode)
+
 // writeFrame encodes m and writes it with its length prefix in one Write, so an unbuffered
 // stream sends it as one transport frame. It returns the bytes written.
 func writeFrame(w io.Writer, m *Message) (int, error) {
-	body, err := EncodeMessage(m)
+	wire, err := wireOf(m)
 	if err != nil {
 		return 0, err
 	}
-	frame := make([]byte, frameHeaderSize+len(body))
-	binary.BigEndian.PutUint32(frame, uint32(len(body)))
-	copy(frame[frameHeaderSize:], body)
+	buf := frameBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= maxPooledFrame {
+			frameBuffers.Put(buf)
+		}
+	}()
+	buf.Reset()
+	var length [frameHeaderSize]byte
+	buf.Write(length[:]) // filled in below
+	if err := msgBufEncMode.MarshalToBuffer(wire, buf); err != nil {
+		return 0, err
+	}
+	frame := buf.Bytes()
+	binary.BigEndian.PutUint32(frame, uint32(len(frame)-frameHeaderSize))
 	return w.Write(frame)
 }
 

@@ -2,6 +2,7 @@ package logsync
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"reflect"
 	"testing"
@@ -30,10 +31,25 @@ func sampleMessages() []*Message {
 }
 
 func TestMessageRoundTrip(t *testing.T) {
-	for _, m := range sampleMessages() {
+	// A frame larger than the pooled buffers keep, between small ones that reuse them.
+	large := &Message{Kind: KindOperation, Header: []byte{0x88, 3}, Body: bytes.Repeat([]byte("x"), 2*maxPooledFrame)}
+	for _, m := range append(sampleMessages(), large, sampleMessages()[0]) {
 		var buf bytes.Buffer
 		if _, err := writeFrame(&buf, m); err != nil {
 			t.Fatalf("%s: %v", m.Kind, err)
+		}
+		// The frame is the length prefix and EncodeMessage's bytes, whichever buffer it
+		// was built in (Have lists its logs in map order, so only its length is fixed).
+		enc, err := EncodeMessage(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := binary.BigEndian.AppendUint32(nil, uint32(len(enc)))
+		if m.Kind == KindHave {
+			want, enc = want[:frameHeaderSize], buf.Bytes()[frameHeaderSize:]
+		}
+		if !bytes.Equal(buf.Bytes(), append(want, enc...)) {
+			t.Fatalf("%s: frame is %x, want the prefix %x and the encoding", m.Kind, buf.Bytes()[:min(buf.Len(), 16)], want)
 		}
 		var scratch []byte
 		got, err := readFrame(&buf, DefaultLimits.MaxFrameSize, &scratch, DefaultLimits)

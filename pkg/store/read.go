@@ -137,7 +137,7 @@ const (
 // Returning an error from fn stops the iteration and returns that error.
 func (s *Store) LogRange(ctx context.Context, author operation.PublicKey, log operation.LogID, fromSeq, toSeq uint64,
 	fn func(*operation.Operation) error) error {
-	return s.logRange(ctx, author, log, fromSeq, toSeq, func(r rangeRow) error {
+	return s.logRange(ctx, author, log, fromSeq, toSeq, nil, func(r rangeRow) error {
 		op, err := decodeRow(r.hash, r.header, r.body)
 		if err != nil {
 			return err
@@ -149,10 +149,13 @@ func (s *Store) LogRange(ctx context.Context, author operation.PublicKey, log op
 // LogRangeRaw is LogRange without decoding: fn gets each entry's header bytes and body (nil
 // if absent) as stored, in seq order. Sync sends exactly these bytes, so decoding every
 // header (a CBOR parse and a canonical re-encode, ~40 allocations) only to hand the bytes
-// on would be wasted; the receiver verifies them anyway. fn owns the slices.
+// on would be wasted; the receiver verifies them anyway. The slices are valid only during
+// fn: the next rows reuse their memory (a sender copies them into its frames right away,
+// and a fresh copy of every operation it sent was a tenth of a catch-up's allocations).
 func (s *Store) LogRangeRaw(ctx context.Context, author operation.PublicKey, log operation.LogID, fromSeq, toSeq uint64,
 	fn func(header, body []byte) error) error {
-	return s.logRange(ctx, author, log, fromSeq, toSeq, func(r rangeRow) error {
+	var arena []byte
+	return s.logRange(ctx, author, log, fromSeq, toSeq, &arena, func(r rangeRow) error {
 		body := r.body
 		if len(body) == 0 {
 			body = nil
@@ -161,8 +164,11 @@ func (s *Store) LogRangeRaw(ctx context.Context, author operation.PublicKey, log
 	})
 }
 
+// logRange reads the range chunk by chunk and calls fn for every row. With a nil arena each
+// row gets slices of its own that fn may keep; otherwise the rows of a chunk are copied
+// into *arena, which the next chunk overwrites.
 func (s *Store) logRange(ctx context.Context, author operation.PublicKey, log operation.LogID, fromSeq, toSeq uint64,
-	fn func(rangeRow) error) error {
+	arena *[]byte, fn func(rangeRow) error) error {
 	if toSeq > math.MaxInt64 {
 		toSeq = math.MaxInt64
 	}
@@ -172,7 +178,7 @@ func (s *Store) logRange(ctx context.Context, author operation.PublicKey, log op
 		var last uint64
 		var more bool
 		var err error
-		chunk, last, more, err = s.readRangeChunk(ctx, author, log, next, toSeq, chunk[:0])
+		chunk, last, more, err = s.readRangeChunk(ctx, author, log, next, toSeq, chunk[:0], arena)
 		if err != nil {
 			return err
 		}
@@ -193,9 +199,10 @@ type rangeRow struct{ hash, header, body []byte }
 
 // readRangeChunk appends to chunk the next entries of a log range, from seq next on, until
 // it holds rangeChunk rows or rangeChunkBytes bytes. more reports that the range may go on
-// after last, the highest seq read.
+// after last, the highest seq read. The rows' bytes are fresh slices, or with a non-nil
+// arena, copies in *arena (emptied first).
 func (s *Store) readRangeChunk(ctx context.Context, author operation.PublicKey, log operation.LogID, next, toSeq uint64,
-	chunk []rangeRow) (_ []rangeRow, last uint64, more bool, _ error) {
+	chunk []rangeRow, arena *[]byte) (_ []rangeRow, last uint64, more bool, _ error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT hash, header, body, seq FROM operations
 		WHERE author = ? AND log_id = ? AND seq >= ? AND seq <= ? ORDER BY seq LIMIT ?`,
 		author[:], log[:], int64(next), int64(toSeq), rangeChunk)
@@ -205,9 +212,18 @@ func (s *Store) readRangeChunk(ctx context.Context, author operation.PublicKey, 
 	defer rows.Close()
 	var seq int64
 	size := 0
+	var raw [3]sql.RawBytes // hash, header, body: the driver's memory, valid until Next
+	if arena != nil {
+		*arena = (*arena)[:0]
+	}
 	for rows.Next() {
 		var r rangeRow
-		if err := rows.Scan(&r.hash, &r.header, &r.body, &seq); err != nil {
+		if arena == nil {
+			err = rows.Scan(&r.hash, &r.header, &r.body, &seq)
+		} else if err = rows.Scan(&raw[0], &raw[1], &raw[2], &seq); err == nil {
+			r.hash, r.header, r.body = appendTo(arena, raw[0]), appendTo(arena, raw[1]), appendTo(arena, raw[2])
+		}
+		if err != nil {
 			return nil, 0, false, fmt.Errorf("log range of %s: %w", author.Short(), err)
 		}
 		chunk = append(chunk, r)
@@ -221,6 +237,17 @@ func (s *Store) readRangeChunk(ctx context.Context, author operation.PublicKey, 
 		return nil, 0, false, fmt.Errorf("log range of %s: %w", author.Short(), err)
 	}
 	return chunk, uint64(seq), more || len(chunk) == rangeChunk, nil
+}
+
+// appendTo copies b to the end of *arena and returns the copy; nil stays nil (a missing
+// body). Slices returned earlier stay intact when *arena grows: they keep the old array.
+func appendTo(arena *[]byte, b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	start := len(*arena)
+	*arena = append(*arena, b...)
+	return (*arena)[start:len(*arena):len(*arena)]
 }
 
 // LogSize summarises the stored entries of a log range.
