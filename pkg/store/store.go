@@ -65,6 +65,7 @@ type Store struct {
 	w      *sql.DB // the single writer connection
 	r      *sql.DB // read pool; == w for the in-memory store
 	anchor *sql.DB // in-memory store only: keeps the database alive (see the package doc)
+	stmts  *writeStmts
 	path   string
 	memory bool
 }
@@ -122,7 +123,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		}
 		s.w, s.r, s.anchor = db, db, anchor
 	} else {
-		common := "_journal_mode=WAL&_foreign_keys=1&_busy_timeout=" + busy
+		// _mutex=no opens each connection in SQLite's multi-thread mode, without the lock
+		// it would otherwise take around every call: database/sql never uses a connection
+		// from two goroutines at once.
+		common := "_journal_mode=WAL&_foreign_keys=1&_mutex=no&_busy_timeout=" + busy
 		u := "file:" + (&url.URL{Path: path}).EscapedPath()
 		w, err := sql.Open(writerDriver, u+"?_txlock=immediate&_synchronous="+cfg.synchronous+"&"+common)
 		if err != nil {
@@ -149,11 +153,17 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 			s.Close()
 			return nil, fmt.Errorf("open store %s readers: %w", path, err)
 		}
-		return s, nil
 	}
-	if err := s.migrate(ctx); err != nil {
+	if s.memory {
+		if err := s.migrate(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	var err error
+	if s.stmts, err = prepareWriteStmts(ctx, s.w); err != nil {
 		s.Close()
-		return nil, err
+		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return s, nil
 }
@@ -193,6 +203,9 @@ func (s *Store) Path() string { return s.path }
 // Close closes all connections. An in-memory store's data is gone afterwards.
 func (s *Store) Close() error {
 	var errs []error
+	if s.stmts != nil {
+		errs = append(errs, s.stmts.close())
+	}
 	if s.r != s.w {
 		errs = append(errs, s.r.Close())
 	}
