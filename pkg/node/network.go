@@ -422,8 +422,10 @@ func (s *syncSink) Receive(ctx context.Context, topic operation.Topic, header, b
 	if err := s.n.refusePeerOperation(topic, header, body); err != nil {
 		return err
 	}
-	t, err := s.n.ingestRemoteAsync(ctx, topic, header, body, SyncSession{Peer: chk.author, SessionID: src.SessionID,
-		Phase: src.Phase, peerID: src.Peer})
+	// logsync hands header and body over to the sink (Sink.Receive), so the pipeline keeps
+	// them instead of copying them.
+	t, err := s.n.ingestRemoteAsync(ctx, pipeline.Input{Topic: topic, Header: header, Body: body, Owned: true},
+		SyncSession{Peer: chk.author, SessionID: src.SessionID, Phase: src.Phase, peerID: src.Peer})
 	if err != nil {
 		return classifyIngestErr(err)
 	}

@@ -103,7 +103,7 @@ func noEvent(t *testing.T, n *Node, sub *Subscription) {
 		t.Fatal(err)
 	}
 	if marker := latestOf(t, n, sub.Topic()); marker != nil {
-		tk, err := n.ingestRemoteAsync(ctx, sub.Topic(), marker.HeaderBytes, marker.Body, ExternalStream{})
+		tk, err := n.ingestRemoteAsync(ctx, pipeline.Input{Topic: sub.Topic(), Header: marker.HeaderBytes, Body: marker.Body}, ExternalStream{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -508,7 +508,7 @@ func TestRemoteOutOfOrderAndForgedOperations(t *testing.T) {
 	src := SyncSession{SessionID: 7, Phase: PhaseLive}
 	var tickets []*pipeline.Ticket
 	for _, i := range []int{3, 1, 2, 0} {
-		tk, err := n.ingestRemoteAsync(ctx, topicT, ops[i].Header, ops[i].Body, src)
+		tk, err := n.ingestRemoteAsync(ctx, pipeline.Input{Topic: topicT, Header: ops[i].Header, Body: ops[i].Body}, src)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -817,7 +817,7 @@ func TestAutomaticAckWithUnbufferedEventsIsReceipt(t *testing.T) {
 // predecessor is stored (or the out-of-order buffer drops it), so callers that send a log
 // out of order should use ingestRemoteAsync instead of waiting for each operation.
 func (n *Node) ingestRemote(ctx context.Context, topic operation.Topic, header, body []byte, src Source) error {
-	t, err := n.ingestRemoteAsync(ctx, topic, header, body, src)
+	t, err := n.ingestRemoteAsync(ctx, pipeline.Input{Topic: topic, Header: header, Body: body}, src)
 	if err != nil {
 		return err
 	}

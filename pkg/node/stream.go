@@ -203,7 +203,8 @@ func (p *Publisher) Import(ctx context.Context, ops iter.Seq2[RawOperation, erro
 			srcErr = fmt.Errorf("import %d into %s: read: %w", sum.SessionID, p.topic, err)
 			break
 		}
-		t, err := n.ingestRemoteAsync(ctx, p.topic, raw.Header, raw.Body, src)
+		// The caller's slices: the pipeline copies them (not Owned).
+		t, err := n.ingestRemoteAsync(ctx, pipeline.Input{Topic: p.topic, Header: raw.Header, Body: raw.Body}, src)
 		if err != nil {
 			srcErr = fmt.Errorf("import %d into %s: %w", sum.SessionID, p.topic, err)
 			break
@@ -531,11 +532,12 @@ func (n *Node) subscription(topic operation.Topic) *Subscription {
 
 // ingestRemoteAsync queues one raw operation (blocking only for backpressure) and returns
 // its ticket: Done when stored/failed, Delivered after the subscription got it.
-func (n *Node) ingestRemoteAsync(ctx context.Context, topic operation.Topic, header, body []byte, src Source) (*pipeline.Ticket, error) {
+func (n *Node) ingestRemoteAsync(ctx context.Context, in pipeline.Input, src Source) (*pipeline.Ticket, error) {
 	if src == nil {
 		return nil, errors.New("ingest: source is required")
 	}
-	t, err := n.pipe.Submit(ctx, pipeline.Input{Topic: topic, Header: header, Body: body, Source: src})
+	in.Source = src
+	t, err := n.pipe.Submit(ctx, in)
 	if errors.Is(err, pipeline.ErrClosed) {
 		return nil, ErrClosed
 	}

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/pandanet/pandanet/internal/testutil"
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/store"
 )
@@ -154,6 +156,28 @@ func TestOutOfOrderArrivalIsBufferedAndApplied(t *testing.T) {
 	}
 }
 
+// An Owned input is kept as handed over; any other is copied, so its caller may reuse the
+// buffers as soon as the result is in.
+func TestOwnedInputIsKeptOtherInputIsCopied(t *testing.T) {
+	p, _, _ := newPipeline(t, Config{})
+	ops := chain(t, newKey(t), topicA, 2, 10)
+	for i, owned := range []bool{true, false} {
+		header, body := bytes.Clone(ops[i].HeaderBytes), bytes.Clone(ops[i].Body)
+		tk, err := p.Submit(context.Background(), Input{Topic: topicA, Header: header, Body: body, Owned: owned})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := wait(t, tk)
+		if r.Status != Stored {
+			t.Fatalf("owned=%v: %v %v", owned, r.Status, r.Err)
+		}
+		kept := &r.Op.HeaderBytes[0] == &header[0] && &r.Op.Body[0] == &body[0]
+		if kept != owned {
+			t.Fatalf("owned=%v: the operation kept the submitted buffers: %v", owned, kept)
+		}
+	}
+}
+
 func TestInvalidOperationsAreRejectedAndStoreUnchanged(t *testing.T) {
 	p, s, _ := newPipeline(t, Config{Limits: operation.Limits{MaxPayloadSize: 64}, BufferOps: 2})
 	ctx := context.Background()
@@ -232,7 +256,13 @@ func TestBufferedOperationsExpire(t *testing.T) {
 }
 
 func TestSlowTopicDoesNotBlockOthers(t *testing.T) {
-	p, _, rec := newPipeline(t, Config{TopicInflight: 4})
+	keyA, keyB := newKey(t), newKey(t)
+	opsA := chain(t, keyA, topicA, 10, 1)
+	var budget int64 // exactly the first four of topic A's operations
+	for _, op := range opsA[:4] {
+		budget += inflightCost(len(op.HeaderBytes), len(op.Body))
+	}
+	p, _, rec := newPipeline(t, Config{TopicInflightBytes: budget})
 	release := make(chan struct{})
 	rec.block[topicA] = release
 	defer func() {
@@ -242,9 +272,7 @@ func TestSlowTopicDoesNotBlockOthers(t *testing.T) {
 			close(release)
 		}
 	}()
-	keyA, keyB := newKey(t), newKey(t)
-	opsA := chain(t, keyA, topicA, 10, 1)
-	// Fill topic A's in-flight slots; its consumer does not read.
+	// Fill topic A's in-flight budget; its consumer does not read.
 	var aTickets []*Ticket
 	for _, op := range opsA[:4] {
 		aTickets = append(aTickets, submit(t, p, topicA, op))
@@ -267,6 +295,79 @@ func TestSlowTopicDoesNotBlockOthers(t *testing.T) {
 	close(release)
 	for _, tk := range aTickets {
 		<-tk.Delivered()
+	}
+}
+
+// The in-flight budget counts bytes: the room one large operation takes holds several
+// small ones, an operation larger than the whole budget still gets in once its topic is
+// idle, and a Submit waiting for budget gives up when the pipeline closes.
+func TestInflightBudgetCountsBytes(t *testing.T) {
+	key := newKey(t)
+	small := chain(t, key, topicA, 3, 1)
+	large := chain(t, newKey(t), topicA, 1, 4096)[0]
+	budget := inflightCost(len(large.HeaderBytes), len(large.Body))
+	p, _, rec := newPipeline(t, Config{TopicInflightBytes: budget})
+	submitWithin := func(topic operation.Topic, op *operation.Operation) (*Ticket, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		return p.Submit(ctx, Input{Topic: topic, Header: op.HeaderBytes, Body: op.Body})
+	}
+
+	// Topic A's consumer does not read: three small operations fit, then the large one
+	// waits for room until its context ends.
+	release := make(chan struct{})
+	rec.block[topicA] = release
+	var smallTickets []*Ticket
+	for _, op := range small {
+		tk, err := submitWithin(topicA, op)
+		if err != nil {
+			t.Fatalf("small operation %d within the budget: %v", op.SeqNum(), err)
+		}
+		smallTickets = append(smallTickets, tk)
+	}
+	if _, err := submitWithin(topicA, large); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a large operation on a topic with small ones in flight: %v", err)
+	}
+	close(release)
+	for _, tk := range smallTickets {
+		<-tk.Delivered()
+	}
+
+	// Larger than the whole budget: admitted alone.
+	huge := chain(t, newKey(t), topicB, 1, int(3*budget))[0]
+	tk := submit(t, p, topicB, huge)
+	if r := wait(t, tk); r.Status != Stored {
+		t.Fatalf("an operation larger than the budget: %v %v", r.Status, r.Err)
+	}
+	<-tk.Delivered()
+
+	// Topic B's budget is taken by an undelivered operation; the next Submit waits and
+	// returns ErrClosed when the pipeline closes.
+	blockB := make(chan struct{})
+	defer close(blockB)
+	rec.mu.Lock()
+	rec.block[topicB] = blockB
+	rec.mu.Unlock()
+	next := chain(t, newKey(t), topicB, 2, 4096)
+	submit(t, p, topicB, next[0])
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := p.Submit(context.Background(), Input{Topic: topicB, Header: next[1].HeaderBytes, Body: next[1].Body})
+		waiting <- err
+	}()
+	// The budget's queue is first come first served: once the Submit waits in it, not even
+	// one free byte can be taken.
+	ts := p.topic(topicB)
+	testutil.Eventually(t, 10*time.Second, "the second Submit waits for budget", func() (bool, error) {
+		if ts.inflight.TryAcquire(1) {
+			ts.inflight.Release(1)
+			return false, nil
+		}
+		return true, nil
+	})
+	go p.Close() // waits for the blocked delivery, which the deferred close(blockB) ends
+	if err := <-waiting; !errors.Is(err, ErrClosed) {
+		t.Fatalf("Submit waiting for budget when the pipeline closed: %v", err)
 	}
 }
 

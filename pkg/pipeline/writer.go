@@ -210,7 +210,7 @@ func (w *writer) buffer(j *job, gapErr error) {
 	// has its own), so a stuck log cannot block the topic.
 	if j.hasSlot {
 		j.hasSlot = false
-		j.ts.release()
+		j.ts.release(j.cost)
 	}
 	j.buffered = time.Now()
 	b.put(j)
