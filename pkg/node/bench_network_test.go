@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"sync"
@@ -162,6 +164,57 @@ func BenchmarkCatchUpGrowth(b *testing.B) {
 	}
 }
 
+// profileTimedPart profiles the catch-up itself, without the fill that `go test
+// -cpuprofile` would also see, when PANDANET_BENCH_PROFILE names a file prefix:
+// <prefix>.cpu (CPU profile), <prefix>.trace (execution trace) and <prefix>.allocs with
+// <prefix>.allocs-before (read the catch-up's allocations with `go tool pprof
+// -sample_index=alloc_space -base <prefix>.allocs-before <prefix>.allocs`). The trace
+// shows what the goroutines wait on (fsync and other syscalls, the network, each other),
+// which a CPU profile cannot. The returned func stops them; the last iteration's files
+// are kept.
+func profileTimedPart(b *testing.B) (stop func()) {
+	prefix := os.Getenv("PANDANET_BENCH_PROFILE")
+	if prefix == "" {
+		return func() {}
+	}
+	cpuFile, err := os.Create(prefix + ".cpu")
+	if err != nil {
+		b.Fatal(err)
+	}
+	traceFile, err := os.Create(prefix + ".trace")
+	if err != nil {
+		b.Fatal(err)
+	}
+	writeHeap := func(name string) {
+		runtime.GC() // the profile shows allocations up to the last collection
+		f, err := os.Create(name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	writeHeap(prefix + ".allocs-before")
+	if err := pprof.StartCPUProfile(cpuFile); err != nil {
+		b.Fatal(err)
+	}
+	if err := trace.Start(traceFile); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		trace.Stop()
+		pprof.StopCPUProfile()
+		writeHeap(prefix + ".allocs")
+		for _, f := range []*os.File{cpuFile, traceFile} {
+			if err := f.Close(); err != nil {
+				b.Error(err)
+			}
+		}
+	}
+}
+
 // catchUpDeadline gives a catch-up 10 minutes per 100,000 operations (at least 10).
 func catchUpDeadline(ops int) time.Duration {
 	return time.Duration(max(1, ops/100_000)) * 10 * time.Minute
@@ -187,6 +240,7 @@ func benchCatchUp(b *testing.B, ops int) {
 
 	var total, first, cpu time.Duration
 	var peakRSS int64
+	var batches, batchedOps uint64
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()
@@ -207,6 +261,7 @@ func benchCatchUp(b *testing.B, ops int) {
 				close(done)
 			}
 		})
+		stopProfiles := profileTimedPart(b)
 		cpu0 := processCPU()
 		b.StartTimer()
 		start = time.Now()
@@ -232,6 +287,10 @@ func benchCatchUp(b *testing.B, ops int) {
 		elapsed := time.Since(start)
 		cpu += processCPU() - cpu0
 		b.StopTimer()
+		stopProfiles()
+		ps := edge.pipe.Stats()
+		batches += ps.Batches
+		batchedOps += ps.BatchedOps
 		peakRSS = max(peakRSS, peakResidentBytes(b))
 		total += elapsed
 		first += time.Duration(firstAt.Load())
@@ -263,6 +322,8 @@ func benchCatchUp(b *testing.B, ops int) {
 	b.ReportMetric(float64(cpu.Microseconds())/float64(ops)/float64(b.N), "cpu-us/op")
 	b.ReportMetric(cpu.Seconds()/total.Seconds(), "cores-busy")
 	b.ReportMetric(float64(peakRSS)/(1<<20), "peak-rss-MiB")
+	// The edge's mean write transaction: every one ends with an fsync.
+	b.ReportMetric(float64(batchedOps)/float64(max(batches, 1)), "ops/commit")
 }
 
 // BenchmarkTopicMemory: one networked node opens streams on 1,000 topics (each one is
