@@ -213,9 +213,11 @@ func TestManagerRetriesAfterRemoteRestarts(t *testing.T) {
 	if !slices.Equal(a.store.hashes(), b2.store.hashes()) {
 		t.Fatal("b2 holds other operations than a")
 	}
-	if started := findEvent[SyncStarted](a.events.all()); len(started) < 2 {
-		t.Fatalf("a started %d sessions, want a retry after the restart", len(started))
-	}
+	// The retry's SyncStarted is emitted from a's session goroutine and may be recorded
+	// after b2 already stored everything: wait for it rather than look once.
+	waitForOr(t, func() bool { return len(findEvent[SyncStarted](a.events.all())) >= 2 }, func() {
+		t.Fatalf("a started %d sessions, want a retry after the restart", len(findEvent[SyncStarted](a.events.all())))
+	})
 }
 
 // RemovePeer ends the session and the retries; the peer is left alone.

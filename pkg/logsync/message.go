@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	stdsync "sync"
 	"unicode/utf8"
 
@@ -183,6 +184,14 @@ func encodeHeights(h Heights) []wireAuthor {
 
 // DecodeMessage parses a frame body from an untrusted peer. Every error wraps ErrProtocol.
 func DecodeMessage(data []byte, limits Limits) (*Message, error) {
+	if m, ok := decodeOperationMessage(data); ok {
+		return m, nil
+	}
+	return decodeMessageCBOR(data, limits)
+}
+
+// decodeMessageCBOR is DecodeMessage through the cbor library, for every message.
+func decodeMessageCBOR(data []byte, limits Limits) (*Message, error) {
 	var w wireMessage
 	if err := decModeFor(limits.MaxHaveEntries).Unmarshal(data, &w); err != nil {
 		return nil, protocolErr(ErrProtocol, "malformed message: %v", err)
@@ -313,6 +322,129 @@ func decodeHeights(authors []wireAuthor, maxEntries int) (Heights, error) {
 // frameHeaderSize is the big-endian uint32 length prefix.
 const frameHeaderSize = 4
 
+// Operation and Live messages are nearly all of a catch-up's frames, and their shape is
+// fixed: the map {0: kind, 6: header, 7: body}, body left out when there is none. They are
+// written and read here by hand, without the cbor library's reflection and its separate
+// copies of header and body. appendOperationMessage writes exactly what the library writes
+// (core deterministic encoding); decodeOperationMessage accepts only that canonical form
+// and leaves everything else, malformed input included, to the library path, which decides
+// and words the error. FuzzDecodeMessage holds both paths to the same answers.
+
+// CBOR initial bytes of the operation message.
+const (
+	cborMap      = 5 << 5
+	cborBytes    = 2 << 5
+	keyKind      = 0x00
+	keyHeader    = 0x06
+	keyBody      = 0x07
+	cborUint8    = 24 // additional info: a 1-byte argument follows
+	cborUint16   = 25
+	cborUint32   = 26
+	maxShortArg  = 23
+	minBodyField = 1 // an empty body is left out, like a missing one
+)
+
+func isOperationMessage(m *Message) bool {
+	return (m.Kind == KindOperation || m.Kind == KindLive) && len(m.Header) > 0
+}
+
+// appendOperationMessage appends m's encoding; m must satisfy isOperationMessage.
+func appendOperationMessage(out []byte, m *Message) []byte {
+	fields := byte(2)
+	if len(m.Body) >= minBodyField {
+		fields++
+	}
+	out = append(out, cborMap|fields, keyKind, byte(m.Kind), keyHeader)
+	out = appendBytesField(out, m.Header)
+	if len(m.Body) >= minBodyField {
+		out = append(out, keyBody)
+		out = appendBytesField(out, m.Body)
+	}
+	return out
+}
+
+// appendBytesField appends b as a CBOR byte string with a shortest-form length.
+func appendBytesField(out, b []byte) []byte {
+	switch n := len(b); {
+	case n <= maxShortArg:
+		out = append(out, cborBytes|byte(n))
+	case n <= math.MaxUint8:
+		out = append(out, cborBytes|cborUint8, byte(n))
+	case n <= math.MaxUint16:
+		out = append(out, cborBytes|cborUint16)
+		out = binary.BigEndian.AppendUint16(out, uint16(n))
+	default:
+		out = append(out, cborBytes|cborUint32)
+		out = binary.BigEndian.AppendUint32(out, uint32(n))
+	}
+	return append(out, b...)
+}
+
+// decodeOperationMessage decodes data if it is an Operation or Live message in canonical
+// form with a header of allowed size; header and body share one new allocation.
+func decodeOperationMessage(data []byte) (*Message, bool) {
+	if len(data) < 4 || (data[0] != cborMap|2 && data[0] != cborMap|3) || data[1] != keyKind || data[3] != keyHeader {
+		return nil, false
+	}
+	kind := Kind(data[2])
+	if kind != KindOperation && kind != KindLive {
+		return nil, false
+	}
+	header, rest, ok := cutBytesField(data[4:])
+	if !ok || len(header) == 0 || len(header) > operation.MaxHeaderSize {
+		return nil, false
+	}
+	var body []byte
+	if data[0] == cborMap|3 {
+		if len(rest) == 0 || rest[0] != keyBody {
+			return nil, false
+		}
+		if body, rest, ok = cutBytesField(rest[1:]); !ok || len(body) < minBodyField {
+			return nil, false
+		}
+	}
+	if len(rest) != 0 {
+		return nil, false
+	}
+	buf := make([]byte, len(header)+len(body))
+	copy(buf, header)
+	copy(buf[len(header):], body)
+	m := &Message{Kind: kind, Header: buf[:len(header):len(header)]}
+	if body != nil {
+		m.Body = buf[len(header):]
+	}
+	return m, true
+}
+
+// cutBytesField reads a byte string with a shortest-form length off the front of data.
+func cutBytesField(data []byte) (b, rest []byte, ok bool) {
+	if len(data) == 0 || data[0]&0xe0 != cborBytes {
+		return nil, nil, false
+	}
+	n, head := uint64(data[0]&0x1f), 1
+	switch {
+	case n <= maxShortArg:
+	case n == cborUint8 && len(data) >= 2:
+		n, head = uint64(data[1]), 2
+		ok = n > maxShortArg
+	case n == cborUint16 && len(data) >= 3:
+		n, head = uint64(binary.BigEndian.Uint16(data[1:])), 3
+		ok = n > math.MaxUint8
+	case n == cborUint32 && len(data) >= 5:
+		n, head = uint64(binary.BigEndian.Uint32(data[1:])), 5
+		ok = n > math.MaxUint16
+	default:
+		return nil, nil, false
+	}
+	if head > 1 && !ok {
+		return nil, nil, false // not the shortest form
+	}
+	if uint64(len(data)-head) < n {
+		return nil, nil, false
+	}
+	return data[head : head+int(n)], data[head+int(n):], true
+}
+
 // frameBuffers hold frames while writeFrame builds them. A catch-up sends one frame per
 // operation, and a fresh encoding plus a fresh frame for each was a fifth of the bytes a
 // sender allocated. Buffers that grew past maxPooledFrame (a large operation) are dropped
@@ -327,10 +459,6 @@ var msgBufEncMode = msgEncMode.(cbor.UserBufferEncMode)
 // writeFrame encodes m and writes it with its length prefix in one Write, so an unbuffered
 // stream sends it as one transport frame. It returns the bytes written.
 func writeFrame(w io.Writer, m *Message) (int, error) {
-	wire, err := wireOf(m)
-	if err != nil {
-		return 0, err
-	}
 	buf := frameBuffers.Get().(*bytes.Buffer)
 	defer func() {
 		if buf.Cap() <= maxPooledFrame {
@@ -340,8 +468,16 @@ func writeFrame(w io.Writer, m *Message) (int, error) {
 	buf.Reset()
 	var length [frameHeaderSize]byte
 	buf.Write(length[:]) // filled in below
-	if err := msgBufEncMode.MarshalToBuffer(wire, buf); err != nil {
-		return 0, err
+	if isOperationMessage(m) {
+		buf.Write(appendOperationMessage(buf.AvailableBuffer(), m))
+	} else {
+		wire, err := wireOf(m)
+		if err != nil {
+			return 0, err
+		}
+		if err := msgBufEncMode.MarshalToBuffer(wire, buf); err != nil {
+			return 0, err
+		}
 	}
 	frame := buf.Bytes()
 	binary.BigEndian.PutUint32(frame, uint32(len(frame)-frameHeaderSize))

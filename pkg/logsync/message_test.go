@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -168,8 +169,27 @@ func FuzzDecodeMessage(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte{0xa1, 0x00, 0x06})
+	for _, m := range operationMessages() {
+		f.Add(appendOperationMessage(nil, m))
+	}
+	f.Add([]byte{0xa2, 0x00, 0x05, 0x06, 0x58, 0x01, 0x88})       // header length not in shortest form
+	f.Add([]byte{0xa3, 0x00, 0x07, 0x06, 0x41, 0x88, 0x07, 0x40}) // empty body present
 	f.Fuzz(func(t *testing.T, data []byte) {
 		limits := Limits{MaxFrameSize: 1 << 20, MaxHaveEntries: 64}
+		// The hand-written path for Operation and Live messages accepts only what the
+		// library path accepts too, and decodes it to the same message.
+		if fast, ok := decodeOperationMessage(data); ok {
+			slow, err := decodeMessageCBOR(data, limits)
+			if err != nil {
+				t.Fatalf("fast path accepted %x, the library path says %v", data, err)
+			}
+			if !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("fast path decoded %+v, the library path %+v", fast, slow)
+			}
+			if again := appendOperationMessage(nil, fast); !bytes.Equal(again, data) {
+				t.Fatalf("fast path accepted %x, which re-encodes to %x", data, again)
+			}
+		}
 		m, err := DecodeMessage(data, limits)
 		if err != nil {
 			if !errors.Is(err, ErrProtocol) {
@@ -189,4 +209,51 @@ func FuzzDecodeMessage(f *testing.F) {
 			t.Fatalf("re-decoded %+v, want %+v", m2, m)
 		}
 	})
+}
+
+// operationMessages covers every length form of the header and body byte strings.
+func operationMessages() []*Message {
+	var ms []*Message
+	for _, kind := range []Kind{KindOperation, KindLive} {
+		for _, h := range []int{1, 23, 24, 255, 256, operation.MaxHeaderSize} {
+			for _, b := range []int{-1, 0, 1, 23, 24, 255, 256, 65535, 65536, 70000} {
+				m := &Message{Kind: kind, Header: bytes.Repeat([]byte{0x88}, h)}
+				if b >= 0 {
+					m.Body = bytes.Repeat([]byte{byte(b)}, b)
+				}
+				ms = append(ms, m)
+			}
+		}
+	}
+	return ms
+}
+
+// The hand-written encoding of Operation and Live messages is byte for byte the cbor
+// library's, and decodes to the same message on both paths.
+func TestOperationMessageMatchesTheLibrary(t *testing.T) {
+	for _, m := range operationMessages() {
+		name := fmt.Sprintf("%s header %d body %d", m.Kind, len(m.Header), len(m.Body))
+		if !isOperationMessage(m) {
+			t.Fatalf("%s: not taken by the fast path", name)
+		}
+		want, err := EncodeMessage(m) // the library
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := appendOperationMessage(nil, m)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: encoded %x..., the library %x...", name, got[:min(len(got), 12)], want[:min(len(want), 12)])
+		}
+		fast, ok := decodeOperationMessage(got)
+		if !ok {
+			t.Fatalf("%s: the fast path does not decode its own encoding", name)
+		}
+		slow, err := decodeMessageCBOR(got, DefaultLimits)
+		if err != nil {
+			t.Fatalf("%s: the library path: %v", name, err)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("%s: fast path %+v, library path %+v", name, fast, slow)
+		}
+	}
 }
