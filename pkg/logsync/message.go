@@ -332,15 +332,17 @@ const frameHeaderSize = 4
 
 // CBOR initial bytes of the operation message.
 const (
-	cborMap      = 5 << 5
-	cborBytes    = 2 << 5
-	keyKind      = 0x00
-	keyHeader    = 0x06
-	keyBody      = 0x07
-	cborUint8    = 24 // additional info: a 1-byte argument follows
-	cborUint16   = 25
-	cborUint32   = 26
+	cborMap   = 5 << 5
+	cborBytes = 2 << 5
+	keyKind   = 0x00
+	keyHeader = 0x06
+	keyBody   = 0x07
+	// A byte string's length is in its initial byte up to maxShortArg; otherwise the
+	// initial byte says it follows in 1, 2 or 4 bytes.
 	maxShortArg  = 23
+	length1Byte  = 24
+	length2Bytes = 25
+	length4Bytes = 26
 	minBodyField = 1 // an empty body is left out, like a missing one
 )
 
@@ -369,12 +371,12 @@ func appendBytesField(out, b []byte) []byte {
 	case n <= maxShortArg:
 		out = append(out, cborBytes|byte(n))
 	case n <= math.MaxUint8:
-		out = append(out, cborBytes|cborUint8, byte(n))
+		out = append(out, cborBytes|length1Byte, byte(n))
 	case n <= math.MaxUint16:
-		out = append(out, cborBytes|cborUint16)
+		out = append(out, cborBytes|length2Bytes)
 		out = binary.BigEndian.AppendUint16(out, uint16(n))
 	default:
-		out = append(out, cborBytes|cborUint32)
+		out = append(out, cborBytes|length4Bytes)
 		out = binary.BigEndian.AppendUint32(out, uint32(n))
 	}
 	return append(out, b...)
@@ -421,25 +423,21 @@ func cutBytesField(data []byte) (b, rest []byte, ok bool) {
 	if len(data) == 0 || data[0]&0xe0 != cborBytes {
 		return nil, nil, false
 	}
-	n, head := uint64(data[0]&0x1f), 1
+	// least is the smallest length the form may carry: anything shorter fits a shorter
+	// form, so the encoding would not be canonical.
+	n, head, least := uint64(data[0]&0x1f), 1, uint64(0)
 	switch {
 	case n <= maxShortArg:
-	case n == cborUint8 && len(data) >= 2:
-		n, head = uint64(data[1]), 2
-		ok = n > maxShortArg
-	case n == cborUint16 && len(data) >= 3:
-		n, head = uint64(binary.BigEndian.Uint16(data[1:])), 3
-		ok = n > math.MaxUint8
-	case n == cborUint32 && len(data) >= 5:
-		n, head = uint64(binary.BigEndian.Uint32(data[1:])), 5
-		ok = n > math.MaxUint16
+	case n == length1Byte && len(data) >= 2:
+		n, head, least = uint64(data[1]), 2, maxShortArg+1
+	case n == length2Bytes && len(data) >= 3:
+		n, head, least = uint64(binary.BigEndian.Uint16(data[1:])), 3, math.MaxUint8+1
+	case n == length4Bytes && len(data) >= 5:
+		n, head, least = uint64(binary.BigEndian.Uint32(data[1:])), 5, math.MaxUint16+1
 	default:
 		return nil, nil, false
 	}
-	if head > 1 && !ok {
-		return nil, nil, false // not the shortest form
-	}
-	if uint64(len(data)-head) < n {
+	if n < least || uint64(len(data)-head) < n {
 		return nil, nil, false
 	}
 	return data[head : head+int(n)], data[head+int(n):], true

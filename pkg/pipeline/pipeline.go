@@ -553,11 +553,13 @@ func (p *Pipeline) Flush(ctx context.Context) error { return p.Ack(ctx, nil, tru
 func (p *Pipeline) verifyLoop() {
 	defer p.workers.Done()
 	for j := range p.verifyCh {
-		decode := p.cfg.Limits.Decode
+		var op *operation.Operation
+		var err error
 		if j.owned {
-			decode = p.cfg.Limits.DecodeOwned
+			op, err = p.cfg.Limits.DecodeOwned(j.header, j.body)
+		} else {
+			op, err = p.cfg.Limits.Decode(j.header, j.body)
 		}
-		op, err := decode(j.header, j.body)
 		if err == nil {
 			err = checkTopic(op, j.topic)
 		}
