@@ -240,7 +240,7 @@ func benchCatchUp(b *testing.B, ops int) {
 
 	var total, first, cpu time.Duration
 	var peakRSS int64
-	var batches, batchedOps uint64
+	var batches, batchedOps, allocs, allocBytes uint64
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()
@@ -262,6 +262,8 @@ func benchCatchUp(b *testing.B, ops int) {
 			}
 		})
 		stopProfiles := profileTimedPart(b)
+		var mem0 runtime.MemStats
+		runtime.ReadMemStats(&mem0)
 		cpu0 := processCPU()
 		b.StartTimer()
 		start = time.Now()
@@ -287,6 +289,10 @@ func benchCatchUp(b *testing.B, ops int) {
 		elapsed := time.Since(start)
 		cpu += processCPU() - cpu0
 		b.StopTimer()
+		var mem1 runtime.MemStats
+		runtime.ReadMemStats(&mem1)
+		allocs += mem1.Mallocs - mem0.Mallocs
+		allocBytes += mem1.TotalAlloc - mem0.TotalAlloc
 		stopProfiles()
 		ps := edge.pipe.Stats()
 		batches += ps.Batches
@@ -324,6 +330,10 @@ func benchCatchUp(b *testing.B, ops int) {
 	b.ReportMetric(float64(peakRSS)/(1<<20), "peak-rss-MiB")
 	// The edge's mean write transaction: every one ends with an fsync.
 	b.ReportMetric(float64(batchedOps)/float64(max(batches, 1)), "ops/commit")
+	// Heap allocations of both nodes per operation received (issue 12's goal 5), counted
+	// over the catch-up only, without the fill.
+	b.ReportMetric(float64(allocs)/float64(ops)/float64(b.N), "allocs/received-op")
+	b.ReportMetric(float64(allocBytes)/float64(ops)/float64(b.N), "B/received-op")
 }
 
 // BenchmarkTopicMemory: one networked node opens streams on 1,000 topics (each one is
