@@ -19,6 +19,15 @@ func mustHex(t testing.TB, s string) []byte {
 	return b
 }
 
+// fixtureBytes returns a fixture's header bytes and its body (nil when it has none).
+func fixtureBytes(t testing.TB, header, body string) (raw, bodyBytes []byte) {
+	t.Helper()
+	if body != "" {
+		bodyBytes = []byte(body)
+	}
+	return mustHex(t, header), bodyBytes
+}
+
 const fixtureSeed = "f47b55d7a1cc5ee3effd80a4e4a0c33112317d0432da9de6ae019ae7e78e16aa"
 
 // p2panda-core serde.rs fixtures (spec appendix A.1), headers without extensions.
@@ -62,11 +71,7 @@ func TestCoreFixturesRoundTrip(t *testing.T) {
 	var prev *Operation
 	for _, f := range coreFixtures {
 		t.Run(f.name, func(t *testing.T) {
-			raw := mustHex(t, f.header)
-			var body []byte
-			if f.body != "" {
-				body = []byte(f.body)
-			}
+			raw, body := fixtureBytes(t, f.header, f.body)
 			op, err := Decode(raw, body)
 			if err != nil {
 				t.Fatalf("decode: %v", err)
@@ -383,11 +388,7 @@ func TestPresentEmptyBodyIsRejected(t *testing.T) {
 // built on them.
 func TestDecodeOwnedKeepsTheBuffersDecodeCopiesThem(t *testing.T) {
 	for _, f := range coreFixtures[:2] {
-		raw := mustHex(t, f.header)
-		var body []byte
-		if f.body != "" {
-			body = []byte(f.body)
-		}
+		raw, body := fixtureBytes(t, f.header, f.body)
 		copied, err := Decode(raw, body)
 		if err != nil {
 			t.Fatalf("%s: Decode: %v", f.name, err)
