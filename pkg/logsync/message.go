@@ -5,12 +5,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math"
 	stdsync "sync"
 	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/pandanet/pandanet/pkg/internal/cborhead"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
@@ -330,20 +330,13 @@ const frameHeaderSize = 4
 // and leaves everything else, malformed input included, to the library path, which decides
 // and words the error. FuzzDecodeMessage holds both paths to the same answers.
 
-// CBOR initial bytes of the operation message.
+// The operation message's map keys, and its smallest body: an empty body is left out, like
+// a missing one.
 const (
-	cborMap   = 5 << 5
-	cborBytes = 2 << 5
-	keyKind   = 0x00
-	keyHeader = 0x06
-	keyBody   = 0x07
-	// A byte string's length is in its initial byte up to maxShortArg; otherwise the
-	// initial byte says it follows in 1, 2 or 4 bytes.
-	maxShortArg  = 23
-	length1Byte  = 24
-	length2Bytes = 25
-	length4Bytes = 26
-	minBodyField = 1 // an empty body is left out, like a missing one
+	keyKind      = 0
+	keyHeader    = 6
+	keyBody      = 7
+	minBodyField = 1
 )
 
 func isOperationMessage(m *Message) bool {
@@ -352,95 +345,52 @@ func isOperationMessage(m *Message) bool {
 
 // appendOperationMessage appends m's encoding; m must satisfy isOperationMessage.
 func appendOperationMessage(out []byte, m *Message) []byte {
-	fields := byte(2)
+	fields := uint64(2)
 	if len(m.Body) >= minBodyField {
 		fields++
 	}
-	out = append(out, cborMap|fields, keyKind, byte(m.Kind), keyHeader)
-	out = appendBytesField(out, m.Header)
+	out = cborhead.AppendHead(out, cborhead.Map, fields)
+	out = cborhead.AppendHead(out, cborhead.Uint, keyKind)
+	out = cborhead.AppendHead(out, cborhead.Uint, uint64(m.Kind))
+	out = cborhead.AppendHead(out, cborhead.Uint, keyHeader)
+	out = cborhead.AppendBytes(out, m.Header)
 	if len(m.Body) >= minBodyField {
-		out = append(out, keyBody)
-		out = appendBytesField(out, m.Body)
+		out = cborhead.AppendHead(out, cborhead.Uint, keyBody)
+		out = cborhead.AppendBytes(out, m.Body)
 	}
 	return out
-}
-
-// appendBytesField appends b as a CBOR byte string with a shortest-form length.
-func appendBytesField(out, b []byte) []byte {
-	switch n := len(b); {
-	case n <= maxShortArg:
-		out = append(out, cborBytes|byte(n))
-	case n <= math.MaxUint8:
-		out = append(out, cborBytes|length1Byte, byte(n))
-	case n <= math.MaxUint16:
-		out = append(out, cborBytes|length2Bytes)
-		out = binary.BigEndian.AppendUint16(out, uint16(n))
-	default:
-		out = append(out, cborBytes|length4Bytes)
-		out = binary.BigEndian.AppendUint32(out, uint32(n))
-	}
-	return append(out, b...)
 }
 
 // decodeOperationMessage decodes data if it is an Operation or Live message in canonical
 // form with a header of allowed size; header and body share one new allocation.
 func decodeOperationMessage(data []byte) (*Message, bool) {
-	if len(data) < 4 || (data[0] != cborMap|2 && data[0] != cborMap|3) || data[1] != keyKind || data[3] != keyHeader {
-		return nil, false
-	}
-	kind := Kind(data[2])
-	if kind != KindOperation && kind != KindLive {
-		return nil, false
-	}
-	header, rest, ok := cutBytesField(data[4:])
-	if !ok || len(header) == 0 || len(header) > operation.MaxHeaderSize {
-		return nil, false
-	}
+	r := cborhead.Reader{Data: data}
+	fields, _ := r.Head(cborhead.Map)
+	k0, _ := r.Head(cborhead.Uint)
+	kind, _ := r.Head(cborhead.Uint)
+	k6, _ := r.Head(cborhead.Uint)
+	header, _ := r.Cut()
 	var body []byte
-	if data[0] == cborMap|3 {
-		if len(rest) == 0 || rest[0] != keyBody {
-			return nil, false
-		}
-		if body, rest, ok = cutBytesField(rest[1:]); !ok || len(body) < minBodyField {
+	if fields == 3 {
+		k7, _ := r.Head(cborhead.Uint)
+		body, _ = r.Cut()
+		if k7 != keyBody || len(body) < minBodyField {
 			return nil, false
 		}
 	}
-	if len(rest) != 0 {
+	if r.Failed || len(r.Data) != 0 || (fields != 2 && fields != 3) || k0 != keyKind || k6 != keyHeader ||
+		(kind != uint64(KindOperation) && kind != uint64(KindLive)) ||
+		len(header) == 0 || len(header) > operation.MaxHeaderSize {
 		return nil, false
 	}
 	buf := make([]byte, len(header)+len(body))
 	copy(buf, header)
 	copy(buf[len(header):], body)
-	m := &Message{Kind: kind, Header: buf[:len(header):len(header)]}
+	m := &Message{Kind: Kind(kind), Header: buf[:len(header):len(header)]}
 	if body != nil {
 		m.Body = buf[len(header):]
 	}
 	return m, true
-}
-
-// cutBytesField reads a byte string with a shortest-form length off the front of data.
-func cutBytesField(data []byte) (b, rest []byte, ok bool) {
-	if len(data) == 0 || data[0]&0xe0 != cborBytes {
-		return nil, nil, false
-	}
-	// least is the smallest length the form may carry: anything shorter fits a shorter
-	// form, so the encoding would not be canonical.
-	n, head, least := uint64(data[0]&0x1f), 1, uint64(0)
-	switch {
-	case n <= maxShortArg:
-	case n == length1Byte && len(data) >= 2:
-		n, head, least = uint64(data[1]), 2, maxShortArg+1
-	case n == length2Bytes && len(data) >= 3:
-		n, head, least = uint64(binary.BigEndian.Uint16(data[1:])), 3, math.MaxUint8+1
-	case n == length4Bytes && len(data) >= 5:
-		n, head, least = uint64(binary.BigEndian.Uint32(data[1:])), 5, math.MaxUint16+1
-	default:
-		return nil, nil, false
-	}
-	if n < least || uint64(len(data)-head) < n {
-		return nil, nil, false
-	}
-	return data[head : head+int(n)], data[head+int(n):], true
 }
 
 // frameBuffers hold frames while writeFrame builds them. A catch-up sends one frame per

@@ -174,6 +174,8 @@ func FuzzDecodeMessage(f *testing.F) {
 	}
 	f.Add([]byte{0xa2, 0x00, 0x05, 0x06, 0x58, 0x01, 0x88})       // header length not in shortest form
 	f.Add([]byte{0xa3, 0x00, 0x07, 0x06, 0x41, 0x88, 0x07, 0x40}) // empty body present
+	f.Add([]byte{0xa2, 0x00, 0x19, 0x01, 0x05, 0x06, 0x41, 0x88}) // kind 261, which is 5 as a byte
+	f.Add([]byte{0xa2, 0x00, 0x18, 0x05, 0x06, 0x41, 0x88})       // kind not in shortest form
 	f.Fuzz(func(t *testing.T, data []byte) {
 		limits := Limits{MaxFrameSize: 1 << 20, MaxHaveEntries: 64}
 		// The hand-written path for Operation and Live messages accepts only what the

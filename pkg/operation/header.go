@@ -5,6 +5,8 @@ import (
 	"math"
 
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/pandanet/pandanet/pkg/internal/cborhead"
 )
 
 // Version is the only header version p2panda defines.
@@ -106,65 +108,36 @@ func (h *Header) shape(withSignature bool) (n uint64, size int) {
 // appendEncoding appends the header's encoding, an array of n fields, to out.
 func (h *Header) appendEncoding(out []byte, n uint64, withSignature bool) []byte {
 	e := h.Extensions
-	out = appendHead(out, cborArray, n)
-	out = appendHead(out, cborUint, uint64(h.Version))
-	out = appendBytes(out, h.PublicKey[:])
+	out = cborhead.AppendHead(out, cborhead.Array, n)
+	out = cborhead.AppendHead(out, cborhead.Uint, uint64(h.Version))
+	out = cborhead.AppendBytes(out, h.PublicKey[:])
 	if withSignature {
-		out = appendBytes(out, h.Signature[:])
+		out = cborhead.AppendBytes(out, h.Signature[:])
 	}
-	out = appendHead(out, cborUint, h.PayloadSize)
+	out = cborhead.AppendHead(out, cborhead.Uint, h.PayloadSize)
 	if h.PayloadSize > 0 {
-		out = appendBytes(out, h.PayloadHash[:])
+		out = cborhead.AppendBytes(out, h.PayloadHash[:])
 	}
-	out = appendHead(out, cborUint, h.SeqNum)
+	out = cborhead.AppendHead(out, cborhead.Uint, h.SeqNum)
 	if h.SeqNum > 0 {
-		out = appendBytes(out, h.Backlink[:])
+		out = cborhead.AppendBytes(out, h.Backlink[:])
 	}
 	if e != nil {
-		out = appendHead(out, cborArray, uint64(5+len(e.Unknown)))
-		out = appendHead(out, cborUint, extensionsVersion)
-		out = appendHead(out, cborUint, extensionsBasic)
-		out = appendBytes(out, e.LogID[:])
-		out = appendHead(out, cborUint, e.Timestamp)
+		out = cborhead.AppendHead(out, cborhead.Array, uint64(5+len(e.Unknown)))
+		out = cborhead.AppendHead(out, cborhead.Uint, extensionsVersion)
+		out = cborhead.AppendHead(out, cborhead.Uint, extensionsBasic)
+		out = cborhead.AppendBytes(out, e.LogID[:])
+		out = cborhead.AppendHead(out, cborhead.Uint, e.Timestamp)
 		if e.Prune {
-			out = append(out, cborTrue)
+			out = append(out, cborhead.True)
 		} else {
-			out = append(out, cborFalse)
+			out = append(out, cborhead.False)
 		}
 		for _, raw := range e.Unknown {
 			out = append(out, raw...)
 		}
 	}
 	return out
-}
-
-// CBOR major types (shifted into the initial byte) and simple values used by headers.
-const (
-	cborUint  = 0 << 5
-	cborBytes = 2 << 5
-	cborArray = 4 << 5
-	cborFalse = 0xf4
-	cborTrue  = 0xf5
-)
-
-// appendHead appends a CBOR initial byte of the major type with argument v in its shortest
-// form, as deterministic encoding requires.
-func appendHead(out []byte, major byte, v uint64) []byte {
-	switch {
-	case v < 24:
-		return append(out, major|byte(v))
-	case v <= math.MaxUint8:
-		return append(out, major|24, byte(v))
-	case v <= math.MaxUint16:
-		return append(out, major|25, byte(v>>8), byte(v))
-	case v <= math.MaxUint32:
-		return append(out, major|26, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
-	}
-	return append(out, major|27, byte(v>>56), byte(v>>48), byte(v>>40), byte(v>>32), byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
-}
-
-func appendBytes(out, b []byte) []byte {
-	return append(appendHead(out, cborBytes, uint64(len(b))), b...)
 }
 
 // signingBytesOfCanonical returns h.SigningBytes() for a header whose canonical encoding is
@@ -244,44 +217,44 @@ func decodeHeaderCBOR(data []byte) (*Header, error) {
 // every malformed input and headers with unknown extension fields, goes to the slow path,
 // which decides and words the error. FuzzDecodeHeader compares the two.
 func decodeCanonicalHeader(data []byte) (h *Header, ok bool) {
-	r := headReader{data: data}
-	n, isArray := r.head(cborArray)
+	r := cborhead.Reader{Data: data}
+	n, isArray := r.Head(cborhead.Array)
 	if !isArray || n < 4 || n > 8 {
 		return nil, false
 	}
 	h = &Header{}
-	version, _ := r.head(cborUint)
+	version, _ := r.Head(cborhead.Uint)
 	h.Version = uint16(version)
 	ok = version <= math.MaxUint16
-	ok = r.bytes(h.PublicKey[:]) && ok
-	ok = r.bytes(h.Signature[:]) && ok
-	h.PayloadSize, _ = r.head(cborUint)
+	ok = r.Read(h.PublicKey[:]) && ok
+	ok = r.Read(h.Signature[:]) && ok
+	h.PayloadSize, _ = r.Head(cborhead.Uint)
 	if h.PayloadSize > 0 {
-		ok = r.bytes(h.PayloadHash[:]) && ok
+		ok = r.Read(h.PayloadHash[:]) && ok
 	}
-	h.SeqNum, _ = r.head(cborUint)
+	h.SeqNum, _ = r.Head(cborhead.Uint)
 	if h.SeqNum > 0 {
-		ok = r.bytes(h.Backlink[:]) && ok
+		ok = r.Read(h.Backlink[:]) && ok
 	}
-	if h.PayloadSize > math.MaxUint32 || h.SeqNum > math.MaxUint32 || !ok || r.failed {
+	if h.PayloadSize > math.MaxUint32 || h.SeqNum > math.MaxUint32 || !ok || r.Failed {
 		return nil, false
 	}
-	if len(r.data) > 0 {
-		if fields, _ := r.head(cborArray); fields != 5 {
+	if len(r.Data) > 0 {
+		if fields, _ := r.Head(cborhead.Array); fields != 5 {
 			return nil, false // unknown extension fields, or no extensions array at all
 		}
 		e := &Extensions{}
-		extVersion, _ := r.head(cborUint)
-		variant, _ := r.head(cborUint)
-		ok = r.bytes(e.LogID[:])
-		e.Timestamp, _ = r.head(cborUint)
-		if !ok || r.failed || extVersion != extensionsVersion || variant != extensionsBasic || len(r.data) != 1 {
+		extVersion, _ := r.Head(cborhead.Uint)
+		variant, _ := r.Head(cborhead.Uint)
+		ok = r.Read(e.LogID[:])
+		e.Timestamp, _ = r.Head(cborhead.Uint)
+		if !ok || r.Failed || extVersion != extensionsVersion || variant != extensionsBasic || len(r.Data) != 1 {
 			return nil, false
 		}
-		switch r.data[0] {
-		case cborTrue:
+		switch r.Data[0] {
+		case cborhead.True:
 			e.Prune = true
-		case cborFalse:
+		case cborhead.False:
 		default:
 			return nil, false
 		}
@@ -295,61 +268,6 @@ func decodeCanonicalHeader(data []byte) (h *Header, ok bool) {
 		return nil, false
 	}
 	return h, true
-}
-
-// headReader reads CBOR heads and byte strings off the front of data; after a mismatch it
-// sets failed and reads nothing more.
-type headReader struct {
-	data   []byte
-	failed bool
-}
-
-// head reads one initial byte of the given major type and its argument.
-func (r *headReader) head(major byte) (uint64, bool) {
-	if r.failed || len(r.data) == 0 || r.data[0]&0xe0 != major {
-		r.failed = true
-		return 0, false
-	}
-	info := r.data[0] & 0x1f
-	size := 0
-	switch {
-	case info < 24:
-		r.data = r.data[1:]
-		return uint64(info), true
-	case info == 24:
-		size = 1
-	case info == 25:
-		size = 2
-	case info == 26:
-		size = 4
-	case info == 27:
-		size = 8
-	default:
-		r.failed = true
-		return 0, false
-	}
-	if len(r.data) < 1+size {
-		r.failed = true
-		return 0, false
-	}
-	var v uint64
-	for _, b := range r.data[1 : 1+size] {
-		v = v<<8 | uint64(b)
-	}
-	r.data = r.data[1+size:]
-	return v, true
-}
-
-// bytes reads a byte string of exactly len(dst) bytes into dst.
-func (r *headReader) bytes(dst []byte) bool {
-	n, ok := r.head(cborBytes)
-	if !ok || n != uint64(len(dst)) || uint64(len(r.data)) < n {
-		r.failed = true
-		return false
-	}
-	copy(dst, r.data[:n])
-	r.data = r.data[n:]
-	return true
 }
 
 // fieldDecoder walks the header array, remembering the first error.
