@@ -88,14 +88,21 @@ func (s *Store) InsertBatch(ctx context.Context, inserts []Insert) ([]InsertResu
 //
 // The caller is responsible for operation.Decode (signature, payload) having succeeded.
 func (s *Store) Write(ctx context.Context, inserts []Insert, acks []Ack) ([]InsertResult, error) {
+	s.heads.mu.Lock()
+	defer s.heads.mu.Unlock()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("write batch: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
 	results := make([]InsertResult, len(inserts))
+	recentHashes := int64(-1) // the count after this batch, once it is known
+	var b *batch
 	if len(inserts) > 0 {
-		b := prepareBatch(ctx, tx, s.stmts)
+		if err := s.heads.valid(ctx, tx, s.stmts.dataVersion); err != nil {
+			return nil, err
+		}
+		b = prepareBatch(ctx, tx, s.stmts, &s.heads)
 		defer b.close()
 		for i := range inserts {
 			if results[i], err = b.insert(ctx, &inserts[i]); err != nil {
@@ -103,6 +110,9 @@ func (s *Store) Write(ctx context.Context, inserts []Insert, acks []Ack) ([]Inse
 			}
 		}
 		if err := b.flushPending(ctx); err != nil {
+			return nil, err
+		}
+		if recentHashes, err = s.mergeHashes(ctx, tx, b.inserted); err != nil {
 			return nil, err
 		}
 	}
@@ -116,34 +126,82 @@ func (s *Store) Write(ctx context.Context, inserts []Insert, acks []Ack) ([]Inse
 		}
 	}
 	if err := tx.Commit(); err != nil {
+		// Unknown whether it was committed: count and read again.
+		s.recentHashes.Store(-1)
+		s.heads.forget()
 		return nil, fmt.Errorf("write batch: commit: %w", err)
 	}
+	if recentHashes >= 0 {
+		s.recentHashes.Store(recentHashes)
+	}
+	if b != nil {
+		s.heads.remember(b.latest)
+	}
 	return results, nil
+}
+
+// hashMergeAt is how many hashes operation_hashes_recent collects before a write moves
+// them into operation_hashes (migration 6). Larger means fewer passes over the large table
+// but more pages of the small one dirtied per batch: 8,192 hashes are ~40 pages. A
+// variable so tests can merge often.
+var hashMergeAt int64 = 8192
+
+// mergeHashes counts the inserted operations' hashes into operation_hashes_recent and,
+// once it holds hashMergeAt of them, moves them into operation_hashes. Selecting from a
+// WITHOUT ROWID table returns its rows in key order, so the insert walks the large table
+// once from the first key to the last. It returns the small table's size after the
+// transaction. The count lives in memory (Store.recentHashes), read after a restart or a
+// failed commit; it only decides when to merge, so deletes that shrink the table (their
+// trigger) are not counted.
+func (s *Store) mergeHashes(ctx context.Context, tx *sql.Tx, inserted int64) (int64, error) {
+	n := s.recentHashes.Load()
+	if n < 0 {
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM operation_hashes_recent`).Scan(&n); err != nil {
+			return 0, fmt.Errorf("write batch: count recent hashes: %w", err)
+		}
+		inserted = 0 // the count includes this batch
+	}
+	if n += inserted; n < hashMergeAt {
+		return n, nil
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO operation_hashes (prefix, op) SELECT prefix, op FROM operation_hashes_recent`); err != nil {
+		return 0, fmt.Errorf("write batch: merge hashes: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM operation_hashes_recent`); err != nil {
+		return 0, fmt.Errorf("write batch: merge hashes: %w", err)
+	}
+	return 0, nil
 }
 
 const ackSQL = `INSERT INTO ack_cursors (topic, author, log_id, seq) VALUES (?, ?, ?, ?)
 	ON CONFLICT (topic, author, log_id) DO UPDATE SET seq = max(seq, excluded.seq)`
 
-// insertChunk is how many operations one multi-row INSERT carries: a chunk costs one
-// statement step instead of insertChunk, and 9 × 64 parameters stay far below SQLite's limit.
+// insertChunk is how many rows one multi-row INSERT carries: a chunk costs one statement
+// step instead of insertChunk, and 10 × 64 parameters stay far below SQLite's limit.
 const insertChunk = 64
 
-const insertOpColumns = `INSERT INTO operations (hash, author, log_id, seq, header, body, payload_size, timestamp, prune) VALUES `
+// The operation's rowid is the batch's to choose (batch.nextRowID), so its hash row can
+// name it without asking SQLite which rowid each row of a multi-row insert got.
+const (
+	insertOpColumns   = `INSERT INTO operations (rowid, hash, author, log_id, seq, header, body, payload_size, timestamp, prune) VALUES `
+	opColumns         = 10
+	insertHashColumns = `INSERT INTO operation_hashes_recent (prefix, op) VALUES `
+	hashColumns       = 2
+)
 
-// insertOpSQL returns the INSERT statement for n operations.
-func insertOpSQL(n int) string {
+// insertSQL returns the INSERT statement of n rows of cols columns each.
+func insertSQL(columns string, cols, n int) string {
+	row := "(?" + strings.Repeat(", ?", cols-1) + ")"
 	var sb strings.Builder
-	sb.WriteString(insertOpColumns)
+	sb.WriteString(columns)
 	for i := 0; i < n; i++ {
 		if i > 0 {
 			sb.WriteByte(',')
 		}
-		sb.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		sb.WriteString(row)
 	}
 	return sb.String()
 }
-
-var insertOpChunkSQL = insertOpSQL(insertChunk)
 
 // batch is one Write transaction. It keeps the latest entry of every log it touched in
 // memory, so an in-order operation (the common case: sync streams logs in seq order) costs
@@ -152,12 +210,16 @@ var insertOpChunkSQL = insertOpSQL(insertChunk)
 type batch struct {
 	tx                                                    *sql.Tx
 	exists, latestStmt, atSeq, insOne, insChunk, insTopic *sql.Stmt
-	pr                                                    *sql.Stmt
+	insHashOne, insHashChunk, maxRowID, pr                *sql.Stmt
 	topics                                                map[topicLog]struct{}
+	cache                                                 *headCache // committed heads of earlier batches
 	// latest holds, per log touched in this batch, its latest entry as the database plus
 	// the pending rows have it (nil: the log is empty).
-	latest  map[logKey]*latestEntry
-	pending []any // 9 arguments per deferred operation
+	latest        map[logKey]*latestEntry
+	pending       []any // opColumns arguments per deferred operation
+	pendingHashes []any // hashColumns arguments per deferred operation
+	nextRowID     int64 // the rowid of the next inserted operation; 0 until read
+	inserted      int64
 }
 
 type logKey struct {
@@ -182,6 +244,7 @@ type topicLog struct {
 // transaction with Tx.StmtContext, which reuses the connection's prepared statement.
 type writeStmts struct {
 	exists, latest, atSeq, insOne, insChunk, insTopic, prune, ack *sql.Stmt
+	insHashOne, insHashChunk, maxRowID, dataVersion               *sql.Stmt
 }
 
 func prepareWriteStmts(ctx context.Context, db *sql.DB) (*writeStmts, error) {
@@ -193,8 +256,12 @@ func prepareWriteStmts(ctx context.Context, db *sql.DB) (*writeStmts, error) {
 		{&ws.exists, `SELECT 1 FROM operations WHERE ` + hashLookup},
 		{&ws.latest, `SELECT hash, seq FROM operations WHERE author = ? AND log_id = ? ORDER BY seq DESC LIMIT 1`},
 		{&ws.atSeq, `SELECT hash FROM operations WHERE author = ? AND log_id = ? AND seq = ?`},
-		{&ws.insOne, insertOpSQL(1)},
-		{&ws.insChunk, insertOpChunkSQL},
+		{&ws.insOne, insertSQL(insertOpColumns, opColumns, 1)},
+		{&ws.insChunk, insertSQL(insertOpColumns, opColumns, insertChunk)},
+		{&ws.insHashOne, insertSQL(insertHashColumns, hashColumns, 1)},
+		{&ws.insHashChunk, insertSQL(insertHashColumns, hashColumns, insertChunk)},
+		{&ws.maxRowID, `SELECT coalesce(max(rowid), 0) FROM operations`},
+		{&ws.dataVersion, `PRAGMA data_version`},
 		{&ws.insTopic, `INSERT OR IGNORE INTO topic_logs (topic, author, log_id) VALUES (?, ?, ?)`},
 		{&ws.prune, `DELETE FROM operations WHERE author = ? AND log_id = ? AND seq < ?`},
 		{&ws.ack, ackSQL},
@@ -211,7 +278,8 @@ func prepareWriteStmts(ctx context.Context, db *sql.DB) (*writeStmts, error) {
 
 func (ws *writeStmts) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{ws.exists, ws.latest, ws.atSeq, ws.insOne, ws.insChunk, ws.insTopic, ws.prune, ws.ack} {
+	for _, s := range []*sql.Stmt{ws.exists, ws.latest, ws.atSeq, ws.insOne, ws.insChunk, ws.insTopic, ws.prune, ws.ack,
+		ws.insHashOne, ws.insHashChunk, ws.maxRowID, ws.dataVersion} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
@@ -219,48 +287,79 @@ func (ws *writeStmts) close() error {
 	return errors.Join(errs...)
 }
 
-func prepareBatch(ctx context.Context, tx *sql.Tx, ws *writeStmts) *batch {
-	return &batch{tx: tx, topics: make(map[topicLog]struct{}), latest: make(map[logKey]*latestEntry),
+func prepareBatch(ctx context.Context, tx *sql.Tx, ws *writeStmts, cache *headCache) *batch {
+	return &batch{tx: tx, topics: make(map[topicLog]struct{}), latest: make(map[logKey]*latestEntry), cache: cache,
 		exists: tx.StmtContext(ctx, ws.exists), latestStmt: tx.StmtContext(ctx, ws.latest),
 		atSeq: tx.StmtContext(ctx, ws.atSeq), insOne: tx.StmtContext(ctx, ws.insOne),
 		insChunk: tx.StmtContext(ctx, ws.insChunk), insTopic: tx.StmtContext(ctx, ws.insTopic),
-		pr: tx.StmtContext(ctx, ws.prune)}
+		insHashOne: tx.StmtContext(ctx, ws.insHashOne), insHashChunk: tx.StmtContext(ctx, ws.insHashChunk),
+		maxRowID: tx.StmtContext(ctx, ws.maxRowID), pr: tx.StmtContext(ctx, ws.prune)}
 }
 
 func (b *batch) close() {
-	for _, s := range []*sql.Stmt{b.exists, b.latestStmt, b.atSeq, b.insOne, b.insChunk, b.insTopic, b.pr} {
+	for _, s := range []*sql.Stmt{b.exists, b.latestStmt, b.atSeq, b.insOne, b.insChunk, b.insTopic,
+		b.insHashOne, b.insHashChunk, b.maxRowID, b.pr} {
 		if s != nil {
 			s.Close()
 		}
 	}
 }
 
-// flushPending writes the deferred operations: full chunks with the multi-row statement,
-// the rest one by one.
+// flushPending writes the deferred operations and their hash rows.
 func (b *batch) flushPending(ctx context.Context) error {
-	const cols = 9
-	args := b.pending
+	if err := flushRows(ctx, b.insChunk, b.insOne, b.pending, opColumns); err != nil {
+		return fmt.Errorf("write batch: insert operations: %w", err)
+	}
+	if err := flushRows(ctx, b.insHashChunk, b.insHashOne, b.pendingHashes, hashColumns); err != nil {
+		return fmt.Errorf("write batch: insert hashes: %w", err)
+	}
+	clear(b.pending)
+	clear(b.pendingHashes)
+	b.pending, b.pendingHashes = b.pending[:0], b.pendingHashes[:0]
+	return nil
+}
+
+// flushRows inserts rows of cols arguments each: full chunks with the multi-row
+// statement, the rest one by one.
+func flushRows(ctx context.Context, chunk, one *sql.Stmt, args []any, cols int) error {
 	for len(args) >= insertChunk*cols {
-		if _, err := b.insChunk.ExecContext(ctx, args[:insertChunk*cols]...); err != nil {
-			return fmt.Errorf("write batch: insert %d operations: %w", insertChunk, err)
+		if _, err := chunk.ExecContext(ctx, args[:insertChunk*cols]...); err != nil {
+			return err
 		}
 		args = args[insertChunk*cols:]
 	}
 	for len(args) > 0 {
-		if _, err := b.insOne.ExecContext(ctx, args[:cols]...); err != nil {
-			return fmt.Errorf("write batch: insert %s: %w", operation.Hash(args[0].([]byte)).Short(), err)
+		if _, err := one.ExecContext(ctx, args[:cols]...); err != nil {
+			return err
 		}
 		args = args[cols:]
 	}
-	clear(b.pending)
-	b.pending = b.pending[:0]
 	return nil
 }
 
+// rowID returns the rowid for the next inserted operation: one past the table's largest,
+// read once per batch (the batch is the only writer).
+func (b *batch) rowID(ctx context.Context) (int64, error) {
+	if b.nextRowID == 0 {
+		var last int64
+		if err := b.maxRowID.QueryRowContext(ctx).Scan(&last); err != nil {
+			return 0, fmt.Errorf("write batch: last rowid: %w", err)
+		}
+		b.nextRowID = last + 1
+	}
+	id := b.nextRowID
+	b.nextRowID++
+	return id, nil
+}
+
 // latestOf returns the log's latest entry (nil for an empty log), from memory if this
-// batch touched the log before.
+// batch or a committed earlier one touched the log.
 func (b *batch) latestOf(ctx context.Context, k logKey) (*latestEntry, error) {
 	if e, ok := b.latest[k]; ok {
+		return e, nil
+	}
+	if e, ok := b.cache.get(k); ok {
+		b.latest[k] = e
 		return e, nil
 	}
 	return b.loadLatest(ctx, k)
@@ -347,10 +446,16 @@ func (b *batch) insert(ctx context.Context, in *Insert) (InsertResult, error) {
 	if op.Prune() {
 		prune = 1
 	}
+	rowID, err := b.rowID(ctx)
+	if err != nil {
+		return InsertResult{}, err
+	}
 	// The arguments slice the operation's own arrays: slicing the local copies above would
 	// move each of them to the heap, two allocations per operation.
-	b.pending = append(b.pending, op.Hash[:], op.Header.PublicKey[:], logIDOf(op), int64(seq), op.HeaderBytes, body,
+	b.pending = append(b.pending, rowID, op.Hash[:], op.Header.PublicKey[:], logIDOf(op), int64(seq), op.HeaderBytes, body,
 		int64(op.Header.PayloadSize), int64(op.Timestamp()), prune)
+	b.pendingHashes = append(b.pendingHashes, op.Hash[:hashPrefixLen], rowID)
+	b.inserted++
 	if le == nil {
 		le = &latestEntry{}
 		b.latest[k] = le

@@ -59,7 +59,8 @@ func TestUpgradeFromSchema1(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Turn the file back into a schema-1 database.
-	if _, err := s.w.ExecContext(ctx, "DROP TABLE peers; DROP TABLE retired_logs; PRAGMA user_version = 1"); err != nil {
+	if _, err := s.w.ExecContext(ctx, `DROP TABLE peers; DROP TABLE retired_logs; DROP TRIGGER operations_drop_hash;
+		DROP TABLE operation_hashes; DROP TABLE operation_hashes_recent; PRAGMA user_version = 1`); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()

@@ -117,6 +117,14 @@ func (s *Store) RetireLogs(ctx context.Context, topic operation.Topic, logs []Re
 	if len(logs) == 0 {
 		return nil
 	}
+	s.heads.mu.Lock()
+	defer s.heads.mu.Unlock()
+	// Forgotten whether or not the commit succeeds: either way the cache may not know.
+	defer func() {
+		for _, l := range logs {
+			s.heads.forget(logKey{l.Author, l.Log})
+		}
+	}()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("retire logs: begin: %w", err)

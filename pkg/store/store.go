@@ -31,6 +31,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -66,8 +67,12 @@ type Store struct {
 	r      *sql.DB // read pool; == w for the in-memory store
 	anchor *sql.DB // in-memory store only: keeps the database alive (see the package doc)
 	stmts  *writeStmts
-	path   string
-	memory bool
+	// recentHashes is the size of operation_hashes_recent after the last committed write,
+	// or -1 when unknown (see mergeHashes).
+	recentHashes atomic.Int64
+	heads        headCache
+	path         string
+	memory       bool
 }
 
 type config struct {
@@ -105,6 +110,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("open store: invalid synchronous mode %q", cfg.synchronous)
 	}
 	s := &Store{path: path, memory: path == ""}
+	s.recentHashes.Store(-1)
 	busy := fmt.Sprint(cfg.busyTimeout.Milliseconds())
 	if s.memory {
 		var name [12]byte

@@ -616,6 +616,9 @@ func FuzzWriteBatchMatchesSequential(f *testing.F) {
 			if _, err := s.w.ExecContext(ctx, "DELETE FROM operations; DELETE FROM topic_logs"); err != nil {
 				t.Fatal(err)
 			}
+			s.heads.mu.Lock()
+			s.heads.forget() // deleted behind the store's back, on its own connection
+			s.heads.mu.Unlock()
 		}
 		var batch []Insert
 		for _, b := range data {
@@ -644,5 +647,137 @@ func FuzzWriteBatchMatchesSequential(f *testing.F) {
 		if a, b := dump(t, batched), dump(t, single); !slices.Equal(a, b) {
 			t.Fatalf("stored logs differ:\nbatch %v\nalone %v", a, b)
 		}
+		checkHashTables(t, batched.r)
+		checkHashTables(t, single.r)
 	})
+}
+
+// New operations' hashes go to the small hash table and move to the large one once it
+// holds hashMergeAt of them; every operation stays findable by hash through the moves, a
+// prune, a retired log and a reopen (which has to count the small table again).
+func TestHashTablesMergeAndFollowDeletes(t *testing.T) {
+	defer func(n int64) { hashMergeAt = n }(hashMergeAt)
+	hashMergeAt = 7
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db.sqlite")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	recent := func() (small, large int) {
+		t.Helper()
+		if err := s.r.QueryRow(`SELECT (SELECT count(*) FROM operation_hashes_recent), (SELECT count(*) FROM operation_hashes)`).
+			Scan(&small, &large); err != nil {
+			t.Fatal(err)
+		}
+		return small, large
+	}
+	mustFind := func(ops []*operation.Operation, want bool) {
+		t.Helper()
+		for _, op := range ops {
+			got, err := s.Get(ctx, op.Hash)
+			has, herr := s.Has(ctx, op.Hash)
+			switch {
+			case herr != nil:
+				t.Fatal(herr)
+			case want && (err != nil || got.Hash != op.Hash || !has):
+				t.Fatalf("get %s: %v, %v (has %v)", op.Hash.Short(), got, err, has)
+			case !want && (!errors.Is(err, ErrNotFound) || has):
+				t.Fatalf("get %s after it was deleted: %v (has %v), want ErrNotFound", op.Hash.Short(), err, has)
+			}
+		}
+	}
+	keep, gone := newKey(t), newKey(t)
+	logA := chain(t, keep, topicA, nil, 30, nil)
+	logB := chain(t, gone, topicA, nil, 5, nil)
+	merges := 0
+	for i := 0; i < len(logA); i += 4 {
+		_, largeBefore := recent()
+		if _, err := s.InsertBatch(ctx, inserts(topicA, logA[i:min(i+4, len(logA))]...)); err != nil {
+			t.Fatal(err)
+		}
+		small, large := recent()
+		if small >= int(hashMergeAt) {
+			t.Fatalf("after %d operations the small table holds %d hashes, want fewer than %d", i+4, small, hashMergeAt)
+		}
+		if large > largeBefore {
+			merges++
+		}
+		checkHashTables(t, s.r)
+		mustFind(logA[:min(i+4, len(logA))], true)
+	}
+	if merges != 3 { // 30 operations in batches of 4: merged at 8, 16 and 24
+		t.Fatalf("%d merges, want 3", merges)
+	}
+
+	prune := signPrune(t, keep, topicA, logA[len(logA)-1], nil)
+	if _, err := s.InsertBatch(ctx, inserts(topicA, append([]*operation.Operation{prune}, logB...)...)); err != nil {
+		t.Fatal(err)
+	}
+	checkHashTables(t, s.r)
+	mustFind(logA, false)
+	mustFind([]*operation.Operation{prune}, true)
+	if err := s.RetireLogs(ctx, topicA, []RetiredLog{{Author: gone.PublicKey(), Log: operation.LogIDFromTopic(topicA), Seq: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	checkHashTables(t, s.r)
+	mustFind(logB, false)
+
+	// A reopened store does not know the small table's size until it counts it.
+	s.Close()
+	if s, err = Open(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	more := chain(t, keep, topicA, prune, 12, nil)
+	for i := 0; i < len(more); i += 3 {
+		if _, err := s.InsertBatch(ctx, inserts(topicA, more[i:i+3]...)); err != nil {
+			t.Fatal(err)
+		}
+		if small, _ := recent(); small >= int(hashMergeAt) {
+			t.Fatalf("after reopening: the small table holds %d hashes, want fewer than %d", small, hashMergeAt)
+		}
+	}
+	checkHashTables(t, s.r)
+	mustFind(append([]*operation.Operation{prune}, more...), true)
+}
+
+// The writer remembers log heads across batches, but never past a change it did not make:
+// a log deleted by RetireLogs, or by another connection to the same file (here a second
+// Store, as another process would be), starts again at seq 0.
+func TestCachedHeadsFollowDeletes(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db.sqlite")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	other, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	for name, retire := range map[string]*Store{"own": s, "other connection": other} {
+		t.Run(name, func(t *testing.T) {
+			key := newKey(t)
+			log := chain(t, key, topicA, nil, 3, nil)
+			for _, op := range log { // one batch each: the later ones find the head cached
+				if res, err := s.InsertBatch(ctx, inserts(topicA, op)); err != nil || res[0].Outcome != Inserted {
+					t.Fatalf("insert seq %d: %v %v", op.SeqNum(), res, err)
+				}
+			}
+			if err := retire.RetireLogs(ctx, topicA, []RetiredLog{{Author: key.PublicKey(), Log: operation.LogIDFromTopic(topicA), Seq: 2}}); err != nil {
+				t.Fatal(err)
+			}
+			again := chain(t, key, topicA, nil, 2, func(i int) []byte { return []byte{'n', byte(i)} })
+			res, err := s.InsertBatch(ctx, inserts(topicA, again...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := outcomes(res), []Outcome{Inserted, Inserted}; !equalOutcomes(got, want) {
+				t.Fatalf("a new log at seq 0 after the old one was deleted: %v (%v), want %v", got, res[0].Err, want)
+			}
+		})
+	}
 }
