@@ -1,5 +1,6 @@
 // Package testutil is the one place for helpers that pandanet's tests share: polling for a
-// condition, free loopback ports, and the rule for tests whose environment is missing.
+// condition, free loopback ports, the process's CPU time for benchmarks, and the rule for
+// tests whose environment is missing.
 //
 // The rule for missing environments: a test that needs root, kubectl, a network namespace, a
 // Docker engine or a cluster calls [Require] (or [Unavailable]). Outside CI it skips with one
@@ -17,6 +18,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -134,4 +136,14 @@ func FreePort(tb testing.TB) int {
 	}
 	tb.Fatal("free port: no unused port after 100 tries")
 	return 0
+}
+
+// ProcessCPU returns the user plus system CPU time the process used so far. Benchmarks
+// report CPU per operation from it: on a shared machine it moves less than the wall time.
+func ProcessCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -13,12 +13,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/pandanet/pandanet/internal/testutil"
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/store"
 )
@@ -264,7 +264,7 @@ func benchCatchUp(b *testing.B, ops int) {
 		stopProfiles := profileTimedPart(b)
 		var mem0 runtime.MemStats
 		runtime.ReadMemStats(&mem0)
-		cpu0 := processCPU()
+		cpu0 := testutil.ProcessCPU()
 		b.StartTimer()
 		start = time.Now()
 		edge, err := New(ctx, WithDatabase(edgePath), observe, WithNetwork(loopbackNetwork(bootstrapTo(always))))
@@ -287,7 +287,7 @@ func benchCatchUp(b *testing.B, ops int) {
 			b.Fatalf("edge stored %d of %d operations after %v", stored.Load(), ops, catchUpDeadline(ops))
 		}
 		elapsed := time.Since(start)
-		cpu += processCPU() - cpu0
+		cpu += testutil.ProcessCPU() - cpu0
 		b.StopTimer()
 		var mem1 runtime.MemStats
 		runtime.ReadMemStats(&mem1)
@@ -384,15 +384,6 @@ func BenchmarkTopicMemory(b *testing.B) {
 	b.ReportMetric(rssMiB/float64(b.N), "MiB/1000topics")
 	b.ReportMetric(heapMiB/float64(b.N), "heap-MiB/1000topics")
 	b.ReportMetric(goroutines/float64(b.N), "goroutines/topic")
-}
-
-// processCPU returns the user plus system CPU time the process used so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // liveHeap returns the bytes of live heap objects after two full collections (the second

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pandanet/pandanet/internal/testutil"
 	"github.com/pandanet/pandanet/pkg/operation"
 	"github.com/pandanet/pandanet/pkg/store"
 )
@@ -58,6 +59,7 @@ func BenchmarkIngest(b *testing.B) {
 	defer p.Close()
 	b.SetBytes(1024)
 	b.ResetTimer()
+	cpu0 := testutil.ProcessCPU()
 	start := time.Now()
 	var wg sync.WaitGroup
 	var failed sync.Once
@@ -84,6 +86,7 @@ func BenchmarkIngest(b *testing.B) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := testutil.ProcessCPU() - cpu0
 	b.StopTimer()
 	total := 0
 	for _, in := range perTopic {
@@ -91,6 +94,10 @@ func BenchmarkIngest(b *testing.B) {
 	}
 	st := p.Stats()
 	b.ReportMetric(float64(total)/elapsed.Seconds(), "ops/s")
+	// CPU of the whole process per operation and the cores it kept busy: whether ingest is
+	// bound by CPU (both cores busy) or by the serial writer and its fsyncs.
+	b.ReportMetric(float64(cpu.Microseconds())/float64(total), "cpu-us/op")
+	b.ReportMetric(cpu.Seconds()/elapsed.Seconds(), "cores-busy")
 	if st.Batches > 0 {
 		b.ReportMetric(float64(st.BatchedOps)/float64(st.Batches), "ops/batch")
 	}
