@@ -34,6 +34,43 @@ func (k PublicKey) Verify(msg []byte, sig Signature) bool {
 	return ed25519.Verify(k[:], msg, sig[:])
 }
 
+// signatureCheck is one signature for verifyBatch, and its answer.
+type signatureCheck struct {
+	key PublicKey
+	msg []byte
+	sig *Signature
+	ok  bool
+}
+
+// verifyBatch sets every check's ok to what Verify answers for it: one at a time for
+// keys without a table, together (keytable.VerifyBatch) for keys with one.
+func verifyBatch(checks []signatureCheck) {
+	var batch []keytable.Check
+	var at []int
+	for i := range checks {
+		c := &checks[i]
+		state := stateOf(c.key)
+		if state.weak || smallOrderEncodings[[32]byte(c.sig[:32])] {
+			c.ok = false
+			continue
+		}
+		if table := state.table.Load(); table != nil {
+			batch = append(batch, keytable.Check{Table: table, Msg: c.msg, Sig: c.sig[:]})
+			at = append(at, i)
+			continue
+		}
+		c.ok = c.key.Verify(c.msg, *c.sig)
+	}
+	if len(batch) == 0 {
+		return
+	}
+	ok := make([]bool, len(batch))
+	keytable.VerifyBatch(batch, ok)
+	for j, i := range at {
+		checks[i].ok = ok[j]
+	}
+}
+
 // giveTable builds k's table and installs it in state, or returns nil if k decodes to no
 // point (a weak key, which never gets this far in Verify).
 func giveTable(k PublicKey, state *keyState) *keytable.Table {

@@ -1,7 +1,9 @@
 package operation
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -43,7 +45,91 @@ func FuzzVerifyMatchesStandard(f *testing.F) {
 		if got := k.Verify(msg, s); got != want {
 			t.Fatalf("key %x sig %x msg %x: Verify says %v, VerifyStandard %v", publicKey, sig, msg, got, want)
 		}
+		// In a batch with a valid signature on either side: the same answer, and theirs
+		// stay valid.
+		checks := []signatureCheck{batchNeighbour(t, 0), {key: k, msg: msg, sig: &s}, batchNeighbour(t, 1)}
+		verifyBatch(checks)
+		if checks[1].ok != want || !checks[0].ok || !checks[2].ok {
+			t.Fatalf("key %x sig %x msg %x: in a batch %v (neighbours %v, %v), VerifyStandard %v",
+				publicKey, sig, msg, checks[1].ok, checks[0].ok, checks[2].ok, want)
+		}
 	})
+}
+
+// batchNeighbour is a valid signature by a key that has its table.
+func batchNeighbour(t *testing.T, i byte) signatureCheck {
+	t.Helper()
+	key, err := PrivateKeyFromSeed(bytes.Repeat([]byte{9}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	installTable(t, key.PublicKey())
+	msg := []byte{'n', i}
+	sig := key.Sign(msg)
+	return signatureCheck{key: key.PublicKey(), msg: msg, sig: &sig}
+}
+
+// DecodeBatch answers exactly what Decode and DecodeOwned answer, item by item: for an
+// author with a key table and one without, a bad signature, a body that does not match,
+// a header that does not decode, in batches of several sizes, and owned buffers are kept.
+func TestDecodeBatchMatchesDecode(t *testing.T) {
+	tabled, _ := GenerateKey()
+	installTable(t, tabled.PublicKey())
+	plain, _ := GenerateKey()
+	logID := HashOf([]byte("batch"))
+	var items []Encoded
+	prev := map[PublicKey]*Operation{}
+	for i := range 40 {
+		key := tabled
+		if i%7 == 3 {
+			key = plain
+		}
+		d := Draft{LogID: logID, Body: fmt.Appendf(nil, "op %d", i)}
+		if p := prev[key.PublicKey()]; p != nil {
+			d.SeqNum, d.Backlink = p.SeqNum()+1, p.Hash
+		}
+		op, err := Sign(key, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev[key.PublicKey()] = op
+		header, body := bytes.Clone(op.HeaderBytes), bytes.Clone(op.Body)
+		switch i % 9 {
+		case 2:
+			header[len(header)-1] ^= 1 // bad signature
+		case 5:
+			body[0] ^= 1 // body does not match its hash
+		case 7:
+			header = header[:len(header)-3] // does not decode
+		}
+		items = append(items, Encoded{Header: header, Body: body, Owned: i%2 == 0})
+	}
+	for _, size := range []int{1, 3, 8, 40} {
+		batch := slices.Clone(items)
+		for start := 0; start < len(batch); start += size {
+			DefaultLimits.DecodeBatch(batch[start:min(start+size, len(batch))])
+		}
+		bad := 0
+		for i, got := range batch {
+			want, werr := Decode(got.Header, got.Body)
+			if fmt.Sprint(got.Err) != fmt.Sprint(werr) || (got.Op == nil) != (want == nil) {
+				t.Fatalf("batches of %d, item %d: %v, %v; Decode says %v, %v", size, i, got.Op, got.Err, want, werr)
+			}
+			if werr != nil {
+				bad++
+				continue
+			}
+			if got.Op.Hash != want.Hash || !bytes.Equal(got.Op.HeaderBytes, want.HeaderBytes) || !bytes.Equal(got.Op.Body, want.Body) {
+				t.Fatalf("batches of %d, item %d: decoded %s, Decode %s", size, i, got.Op.Hash.Short(), want.Hash.Short())
+			}
+			if kept := &got.Op.HeaderBytes[0] == &got.Header[0]; kept != got.Owned {
+				t.Fatalf("batches of %d, item %d (owned %v): the operation kept the caller's header buffer: %v", size, i, got.Owned, kept)
+			}
+		}
+		if bad != 13 {
+			t.Fatalf("batches of %d: %d items refused, want 13", size, bad)
+		}
+	}
 }
 
 // TestVerifyBuildsATableAndStillFindsTheBadSignature checks the path every catch-up takes:

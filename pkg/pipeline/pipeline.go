@@ -552,27 +552,50 @@ func (p *Pipeline) Flush(ctx context.Context) error { return p.Ack(ctx, nil, tru
 
 func (p *Pipeline) verifyLoop() {
 	defer p.workers.Done()
+	jobs := make([]*job, 0, verifyBatch)
+	items := make([]operation.Encoded, 0, verifyBatch)
 	for j := range p.verifyCh {
-		var op *operation.Operation
-		var err error
-		if j.owned {
-			op, err = p.cfg.Limits.DecodeOwned(j.header, j.body)
-		} else {
-			op, err = p.cfg.Limits.Decode(j.header, j.body)
+		// Take a few more if they are waiting, about this worker's share of the queue:
+		// verified together they share one field inversion (operation.DecodeBatch).
+		jobs = append(jobs[:0], j)
+		want := min(verifyBatch, 1+len(p.verifyCh)/p.cfg.Workers)
+	more:
+		for len(jobs) < want {
+			select {
+			case j, ok := <-p.verifyCh:
+				if !ok {
+					break more
+				}
+				jobs = append(jobs, j)
+			default:
+				break more
+			}
 		}
-		if err == nil {
-			err = checkTopic(op, j.topic)
+		items = items[:0]
+		for _, j := range jobs {
+			items = append(items, operation.Encoded{Header: j.header, Body: j.body, Owned: j.owned})
 		}
-		if err != nil {
-			j.verr = err
-		} else {
-			j.op = op
-			// Keep the decoded operation's copies; drop the caller's buffers.
-			j.header, j.body = op.HeaderBytes, op.Body
+		p.cfg.Limits.DecodeBatch(items)
+		for i, j := range jobs {
+			op, err := items[i].Op, items[i].Err
+			if err == nil {
+				err = checkTopic(op, j.topic)
+			}
+			if err != nil {
+				j.verr = err
+			} else {
+				j.op = op
+				// Keep the decoded operation's copies; drop the caller's buffers.
+				j.header, j.body = op.HeaderBytes, op.Body
+			}
+			close(j.verified)
 		}
-		close(j.verified)
+		clear(items) // drop the references until the next batch
 	}
 }
+
+// verifyBatch is the most operations a verifier decodes at once.
+const verifyBatch = 8
 
 // checkTopic enforces the Node's rules beyond p2panda-core: Node extensions are present and
 // the log id is the topic's.

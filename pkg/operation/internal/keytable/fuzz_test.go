@@ -25,7 +25,37 @@ func checkAgainstCrypto(t *testing.T, publicKey, msg, sig []byte) (accepted bool
 	if got := table.Verify(msg, sig); got != want {
 		t.Fatalf("key %x, sig %x, msg %x: table says %v, crypto/ed25519 says %v", publicKey, sig, msg, got, want)
 	}
+	// The same check in a batch, among valid signatures of another key: its answer is
+	// the same, and it changes no other answer.
+	checks := batchCompanions()
+	at := len(msg) % (len(checks) + 1)
+	checks = append(checks[:at], append([]Check{{Table: table, Msg: msg, Sig: sig}}, checks[at:]...)...)
+	ok := make([]bool, len(checks))
+	VerifyBatch(checks, ok)
+	for i, got := range ok {
+		if i == at && got != want {
+			t.Fatalf("key %x, sig %x, msg %x: in a batch the table says %v, crypto/ed25519 says %v", publicKey, sig, msg, got, want)
+		}
+		if i != at && !got {
+			t.Fatalf("a valid signature at %d of a batch was rejected next to key %x, sig %x", i, publicKey, sig)
+		}
+	}
 	return want
+}
+
+// batchCompanions returns three valid checks under one fixed key.
+func batchCompanions() []Check {
+	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
+	table, err := New(priv.Public().(ed25519.PublicKey))
+	if err != nil {
+		panic(err)
+	}
+	var out []Check
+	for i := range 3 {
+		msg := []byte{'c', byte(i)}
+		out = append(out, Check{Table: table, Msg: msg, Sig: ed25519.Sign(priv, msg)})
+	}
+	return out
 }
 
 // FuzzVerifyMatchesCryptoEd25519 is a differential fuzz target: for every crafted key,

@@ -104,3 +104,44 @@ func one() *edwards25519.Scalar {
 	s, _ := edwards25519.NewScalar().SetCanonicalBytes(b[:])
 	return s
 }
+
+// A batch of more than batchMax checks with bad signatures spread through it gives every
+// check the answer Verify gives it alone.
+func TestVerifyBatchMatchesVerify(t *testing.T) {
+	var checks []Check
+	var want []bool
+	for i := range 3*batchMax + 5 {
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		table, err := New(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := []byte{byte(i), 'm'}
+		sig := ed25519.Sign(priv, msg)
+		switch i % 5 {
+		case 1:
+			sig[i%32] ^= 4 // R changed
+		case 3:
+			msg = []byte("another message")
+		}
+		checks = append(checks, Check{Table: table, Msg: msg, Sig: sig})
+		want = append(want, table.Verify(msg, sig))
+	}
+	ok := make([]bool, len(checks))
+	VerifyBatch(checks, ok)
+	bad := 0
+	for i := range ok {
+		if ok[i] != want[i] {
+			t.Fatalf("check %d: batch says %v, alone %v", i, ok[i], want[i])
+		}
+		if !ok[i] {
+			bad++
+		}
+	}
+	if bad == 0 || bad == len(ok) {
+		t.Fatalf("%d of %d rejected: the batch should mix good and bad", bad, len(ok))
+	}
+}
