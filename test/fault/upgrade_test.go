@@ -17,8 +17,9 @@ import (
 
 // version3Operations is the operations table as schema version 3 created it: the whole
 // hash as primary key. Schemas 4 and 5 move the rows to a table that indexes an 8-byte
-// prefix instead; this frozen copy lets the test write a store the way an older panda-node
-// left it.
+// prefix instead, and schema 6 moves that index into two tables of its own, which a
+// version 3 store does not have; this frozen copy lets the test write a store the way an
+// older panda-node left it.
 const version3Operations = `
 CREATE TABLE operations_v3 (
 	hash         BLOB    NOT NULL PRIMARY KEY,
@@ -36,6 +37,8 @@ INSERT INTO operations_v3 (rowid, hash, author, log_id, seq, header, body, paylo
 DROP TABLE operations;
 ALTER TABLE operations_v3 RENAME TO operations;
 CREATE UNIQUE INDEX operations_log ON operations (author, log_id, seq);
+DROP TABLE operation_hashes;
+DROP TABLE operation_hashes_recent;
 PRAGMA user_version = 3;
 `
 
