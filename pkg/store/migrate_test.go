@@ -236,7 +236,7 @@ func BenchmarkMigrateToPrefixHashIndex(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	insertInBatches(b, s, benchInserts(b, b.N))
+	insertInBatches(b, s, benchInserts(b, b.N), 1000)
 	s.Close()
 	old := filepath.Join(dir, "v3.sqlite")
 	writeVersion3(b, src, old)
