@@ -102,9 +102,11 @@ type Encoded struct {
 // last step, one field inversion, is then shared by the batch (keytable.VerifyBatch). A
 // node verifying a stream of operations saves ~15 % of each verification with it.
 func (l Limits) DecodeBatch(items []Encoded) {
-	ops := make([]*Operation, 0, len(items))
-	at := make([]int, 0, len(items))
-	checks := make([]signatureCheck, 0, len(items))
+	// On the stack for the batches the pipeline makes (at most 8 operations).
+	var opsBuf [16]*Operation
+	var atBuf [16]int
+	var checksBuf [16]signatureCheck
+	ops, at, checks := opsBuf[:0], atBuf[:0], checksBuf[:0]
 	for i := range items {
 		e := &items[i]
 		op, signingBytes, err := l.decodeUnverified(e.Header, e.Body, !e.Owned)

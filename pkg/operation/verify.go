@@ -45,8 +45,9 @@ type signatureCheck struct {
 // verifyBatch sets every check's ok to what Verify answers for it: one at a time for
 // keys without a table, together (keytable.VerifyBatch) for keys with one.
 func verifyBatch(checks []signatureCheck) {
-	var batch []keytable.Check
-	var at []int
+	var batchBuf [16]keytable.Check
+	var atBuf [16]int
+	batch, at := batchBuf[:0], atBuf[:0]
 	for i := range checks {
 		c := &checks[i]
 		state := stateOf(c.key)
@@ -64,7 +65,13 @@ func verifyBatch(checks []signatureCheck) {
 	if len(batch) == 0 {
 		return
 	}
-	ok := make([]bool, len(batch))
+	var okBuf [16]bool
+	ok := okBuf[:0]
+	if len(batch) <= len(okBuf) {
+		ok = okBuf[:len(batch)]
+	} else {
+		ok = make([]bool, len(batch))
+	}
 	keytable.VerifyBatch(batch, ok)
 	for j, i := range at {
 		checks[i].ok = ok[j]

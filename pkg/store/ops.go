@@ -102,7 +102,7 @@ func (s *Store) Write(ctx context.Context, inserts []Insert, acks []Ack) ([]Inse
 		if err := s.heads.valid(ctx, tx, s.stmts.dataVersion); err != nil {
 			return nil, err
 		}
-		b = prepareBatch(ctx, tx, s.stmts, &s.heads)
+		b = prepareBatch(tx, s.stmts, &s.heads)
 		defer b.close()
 		for i := range inserts {
 			if results[i], err = b.insert(ctx, &inserts[i]); err != nil {
@@ -184,14 +184,17 @@ const insertChunk = 64
 // name it without asking SQLite which rowid each row of a multi-row insert got.
 const (
 	insertOpColumns   = `INSERT INTO operations (rowid, hash, author, log_id, seq, header, body, payload_size, timestamp, prune) VALUES `
+	opRow             = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	opColumns         = 10
 	insertHashColumns = `INSERT INTO operation_hashes_recent (prefix, op) VALUES `
-	hashColumns       = 2
+	// The whole hash is bound and cut here, so both rows share the operation's boxed
+	// arguments (each []byte or int64 put in an interface is an allocation).
+	hashRow     = `(substr(?, 1, 8), ?)`
+	hashColumns = 2
 )
 
-// insertSQL returns the INSERT statement of n rows of cols columns each.
-func insertSQL(columns string, cols, n int) string {
-	row := "(?" + strings.Repeat(", ?", cols-1) + ")"
+// insertSQL returns the INSERT statement of n rows, each row (one set of placeholders).
+func insertSQL(columns, row string, n int) string {
 	var sb strings.Builder
 	sb.WriteString(columns)
 	for i := 0; i < n; i++ {
@@ -208,9 +211,8 @@ func insertSQL(columns string, cols, n int) string {
 // no lookup at all, and it defers the inserts into multi-row statements. Deferred rows are
 // written before any statement that could observe them (flushPending).
 type batch struct {
-	tx                                                    *sql.Tx
-	exists, latestStmt, atSeq, insOne, insChunk, insTopic *sql.Stmt
-	insHashOne, insHashChunk, maxRowID, pr                *sql.Stmt
+	exists, latestStmt, atSeq, insOne, insChunk, insTopic lazyStmt
+	insHashOne, insHashChunk, maxRowID, pr                lazyStmt
 	topics                                                map[topicLog]struct{}
 	cache                                                 *headCache // committed heads of earlier batches
 	// latest holds, per log touched in this batch, its latest entry as the database plus
@@ -256,10 +258,10 @@ func prepareWriteStmts(ctx context.Context, db *sql.DB) (*writeStmts, error) {
 		{&ws.exists, `SELECT 1 FROM operations WHERE ` + hashLookup},
 		{&ws.latest, `SELECT hash, seq FROM operations WHERE author = ? AND log_id = ? ORDER BY seq DESC LIMIT 1`},
 		{&ws.atSeq, `SELECT hash FROM operations WHERE author = ? AND log_id = ? AND seq = ?`},
-		{&ws.insOne, insertSQL(insertOpColumns, opColumns, 1)},
-		{&ws.insChunk, insertSQL(insertOpColumns, opColumns, insertChunk)},
-		{&ws.insHashOne, insertSQL(insertHashColumns, hashColumns, 1)},
-		{&ws.insHashChunk, insertSQL(insertHashColumns, hashColumns, insertChunk)},
+		{&ws.insOne, insertSQL(insertOpColumns, opRow, 1)},
+		{&ws.insChunk, insertSQL(insertOpColumns, opRow, insertChunk)},
+		{&ws.insHashOne, insertSQL(insertHashColumns, hashRow, 1)},
+		{&ws.insHashChunk, insertSQL(insertHashColumns, hashRow, insertChunk)},
 		{&ws.maxRowID, `SELECT coalesce(max(rowid), 0) FROM operations`},
 		{&ws.dataVersion, `PRAGMA data_version`},
 		{&ws.insTopic, `INSERT OR IGNORE INTO topic_logs (topic, author, log_id) VALUES (?, ?, ?)`},
@@ -287,30 +289,44 @@ func (ws *writeStmts) close() error {
 	return errors.Join(errs...)
 }
 
-func prepareBatch(ctx context.Context, tx *sql.Tx, ws *writeStmts, cache *headCache) *batch {
-	return &batch{tx: tx, topics: make(map[topicLog]struct{}), latest: make(map[logKey]*latestEntry), cache: cache,
-		exists: tx.StmtContext(ctx, ws.exists), latestStmt: tx.StmtContext(ctx, ws.latest),
-		atSeq: tx.StmtContext(ctx, ws.atSeq), insOne: tx.StmtContext(ctx, ws.insOne),
-		insChunk: tx.StmtContext(ctx, ws.insChunk), insTopic: tx.StmtContext(ctx, ws.insTopic),
-		insHashOne: tx.StmtContext(ctx, ws.insHashOne), insHashChunk: tx.StmtContext(ctx, ws.insHashChunk),
-		maxRowID: tx.StmtContext(ctx, ws.maxRowID), pr: tx.StmtContext(ctx, ws.prune)}
+func prepareBatch(tx *sql.Tx, ws *writeStmts, cache *headCache) *batch {
+	lazy := func(s *sql.Stmt) lazyStmt { return lazyStmt{tx: tx, prepared: s} }
+	return &batch{topics: make(map[topicLog]struct{}), latest: make(map[logKey]*latestEntry), cache: cache,
+		exists: lazy(ws.exists), latestStmt: lazy(ws.latest), atSeq: lazy(ws.atSeq),
+		insOne: lazy(ws.insOne), insChunk: lazy(ws.insChunk), insTopic: lazy(ws.insTopic),
+		insHashOne: lazy(ws.insHashOne), insHashChunk: lazy(ws.insHashChunk),
+		maxRowID: lazy(ws.maxRowID), pr: lazy(ws.prune)}
 }
 
 func (b *batch) close() {
-	for _, s := range []*sql.Stmt{b.exists, b.latestStmt, b.atSeq, b.insOne, b.insChunk, b.insTopic,
-		b.insHashOne, b.insHashChunk, b.maxRowID, b.pr} {
-		if s != nil {
-			s.Close()
+	for _, s := range []*lazyStmt{&b.exists, &b.latestStmt, &b.atSeq, &b.insOne, &b.insChunk, &b.insTopic,
+		&b.insHashOne, &b.insHashChunk, &b.maxRowID, &b.pr} {
+		if s.bound != nil {
+			s.bound.Close()
 		}
 	}
 }
 
+// lazyStmt is a write statement bound to the batch's transaction when first used: a batch
+// needs a few of its ten statements, and binding one (Tx.StmtContext) allocates.
+type lazyStmt struct {
+	tx              *sql.Tx
+	prepared, bound *sql.Stmt
+}
+
+func (l *lazyStmt) get(ctx context.Context) *sql.Stmt {
+	if l.bound == nil {
+		l.bound = l.tx.StmtContext(ctx, l.prepared)
+	}
+	return l.bound
+}
+
 // flushPending writes the deferred operations and their hash rows.
 func (b *batch) flushPending(ctx context.Context) error {
-	if err := flushRows(ctx, b.insChunk, b.insOne, b.pending, opColumns); err != nil {
+	if err := flushRows(ctx, &b.insChunk, &b.insOne, b.pending, opColumns); err != nil {
 		return fmt.Errorf("write batch: insert operations: %w", err)
 	}
-	if err := flushRows(ctx, b.insHashChunk, b.insHashOne, b.pendingHashes, hashColumns); err != nil {
+	if err := flushRows(ctx, &b.insHashChunk, &b.insHashOne, b.pendingHashes, hashColumns); err != nil {
 		return fmt.Errorf("write batch: insert hashes: %w", err)
 	}
 	clear(b.pending)
@@ -321,15 +337,15 @@ func (b *batch) flushPending(ctx context.Context) error {
 
 // flushRows inserts rows of cols arguments each: full chunks with the multi-row
 // statement, the rest one by one.
-func flushRows(ctx context.Context, chunk, one *sql.Stmt, args []any, cols int) error {
+func flushRows(ctx context.Context, chunk, one *lazyStmt, args []any, cols int) error {
 	for len(args) >= insertChunk*cols {
-		if _, err := chunk.ExecContext(ctx, args[:insertChunk*cols]...); err != nil {
+		if _, err := chunk.get(ctx).ExecContext(ctx, args[:insertChunk*cols]...); err != nil {
 			return err
 		}
 		args = args[insertChunk*cols:]
 	}
 	for len(args) > 0 {
-		if _, err := one.ExecContext(ctx, args[:cols]...); err != nil {
+		if _, err := one.get(ctx).ExecContext(ctx, args[:cols]...); err != nil {
 			return err
 		}
 		args = args[cols:]
@@ -342,7 +358,7 @@ func flushRows(ctx context.Context, chunk, one *sql.Stmt, args []any, cols int) 
 func (b *batch) rowID(ctx context.Context) (int64, error) {
 	if b.nextRowID == 0 {
 		var last int64
-		if err := b.maxRowID.QueryRowContext(ctx).Scan(&last); err != nil {
+		if err := b.maxRowID.get(ctx).QueryRowContext(ctx).Scan(&last); err != nil {
 			return 0, fmt.Errorf("write batch: last rowid: %w", err)
 		}
 		b.nextRowID = last + 1
@@ -372,7 +388,7 @@ func (b *batch) loadLatest(ctx context.Context, k logKey) (*latestEntry, error) 
 	var lhash []byte
 	var lseq int64
 	var e *latestEntry
-	switch err := b.latestStmt.QueryRowContext(ctx, k.author[:], k.log[:]).Scan(&lhash, &lseq); {
+	switch err := b.latestStmt.get(ctx).QueryRowContext(ctx, k.author[:], k.log[:]).Scan(&lhash, &lseq); {
 	case err == nil:
 		e = &latestEntry{hash: operation.Hash(lhash), seq: uint64(lseq)}
 	case !errors.Is(err, sql.ErrNoRows):
@@ -413,7 +429,7 @@ func (b *batch) insert(ctx context.Context, in *Insert) (InsertResult, error) {
 			return InsertResult{}, err
 		}
 		var one int
-		switch err := b.exists.QueryRowContext(ctx, hashArgs(op.Hash[:])...).Scan(&one); {
+		switch err := b.exists.get(ctx).QueryRowContext(ctx, hashArgs(op.Hash[:])...).Scan(&one); {
 		case err == nil:
 			return InsertResult{Outcome: AlreadyExists}, nil
 		case !errors.Is(err, sql.ErrNoRows):
@@ -422,7 +438,7 @@ func (b *batch) insert(ctx context.Context, in *Insert) (InsertResult, error) {
 		switch {
 		case latest != nil && seq <= latest.SeqNum():
 			var other []byte
-			switch err := b.atSeq.QueryRowContext(ctx, op.Header.PublicKey[:], logIDOf(op), int64(seq)).Scan(&other); {
+			switch err := b.atSeq.get(ctx).QueryRowContext(ctx, op.Header.PublicKey[:], logIDOf(op), int64(seq)).Scan(&other); {
 			case err == nil:
 				return InsertResult{Outcome: Rejected, Err: &operation.ValidationError{Kind: operation.ErrFork,
 					Detail: fmt.Sprintf("author %s seq %d is already %s, got %s", author.Short(), seq, operation.Hash(other).Short(), op.Hash.Short())}}, nil
@@ -452,9 +468,10 @@ func (b *batch) insert(ctx context.Context, in *Insert) (InsertResult, error) {
 	}
 	// The arguments slice the operation's own arrays: slicing the local copies above would
 	// move each of them to the heap, two allocations per operation.
-	b.pending = append(b.pending, rowID, op.Hash[:], op.Header.PublicKey[:], logIDOf(op), int64(seq), op.HeaderBytes, body,
+	rowIDArg, hashArg := any(rowID), any(op.Hash[:]) // boxed once for both rows
+	b.pending = append(b.pending, rowIDArg, hashArg, op.Header.PublicKey[:], logIDOf(op), int64(seq), op.HeaderBytes, body,
 		int64(op.Header.PayloadSize), int64(op.Timestamp()), prune)
-	b.pendingHashes = append(b.pendingHashes, op.Hash[:hashPrefixLen], rowID)
+	b.pendingHashes = append(b.pendingHashes, hashArg, rowIDArg)
 	b.inserted++
 	if le == nil {
 		le = &latestEntry{}
@@ -463,7 +480,7 @@ func (b *batch) insert(ctx context.Context, in *Insert) (InsertResult, error) {
 	le.hash, le.seq = op.Hash, seq
 	key := topicLog{in.Topic, author, logID}
 	if _, ok := b.topics[key]; !ok {
-		if _, err := b.insTopic.ExecContext(ctx, in.Topic[:], op.Header.PublicKey[:], logIDOf(op)); err != nil {
+		if _, err := b.insTopic.get(ctx).ExecContext(ctx, in.Topic[:], op.Header.PublicKey[:], logIDOf(op)); err != nil {
 			return InsertResult{}, fmt.Errorf("write batch: topic association: %w", err)
 		}
 		b.topics[key] = struct{}{}
@@ -473,7 +490,7 @@ func (b *batch) insert(ctx context.Context, in *Insert) (InsertResult, error) {
 		if err := b.flushPending(ctx); err != nil {
 			return InsertResult{}, err
 		}
-		r, err := b.pr.ExecContext(ctx, op.Header.PublicKey[:], logIDOf(op), int64(seq))
+		r, err := b.pr.get(ctx).ExecContext(ctx, op.Header.PublicKey[:], logIDOf(op), int64(seq))
 		if err != nil {
 			return InsertResult{}, fmt.Errorf("write batch: prune %s below %d: %w", author.Short(), seq, err)
 		}
