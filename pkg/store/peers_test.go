@@ -50,10 +50,7 @@ func TestPeersRoundTripAndReplace(t *testing.T) {
 func TestUpgradeFromSchema1(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "db.sqlite")
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openFile(t, path)
 	key := newKey(t)
 	if _, err := s.InsertBatch(ctx, inserts(topicA, chain(t, key, topicA, nil, 2, nil)...)); err != nil {
 		t.Fatal(err)
@@ -65,10 +62,7 @@ func TestUpgradeFromSchema1(t *testing.T) {
 	}
 	s.Close()
 
-	s, err = Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openFile(t, path)
 	defer s.Close()
 	if h, _ := s.LogHeights(ctx, topicA); h[key.PublicKey()][operation.LogIDFromTopic(topicA)] != 1 {
 		t.Fatalf("heights after the upgrade = %v", h)

@@ -78,6 +78,17 @@ func openStores(t *testing.T) map[string]*Store {
 	return out
 }
 
+// openFile opens the file store at path and fails the test if it cannot. The test closes
+// it (some close and open the same file again).
+func openFile(t testing.TB, path string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // emptyStore deletes every operation and topic association for the next fuzz input. The
 // delete goes behind the store's back on its own connection, which changes no
 // data_version, so the store is told to forget the log heads it cached.
@@ -340,10 +351,7 @@ func TestCursorsAndStats(t *testing.T) {
 func TestReopenKeepsDataAndSchema(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "db.sqlite")
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openFile(t, path)
 	key := newKey(t)
 	ops := chain(t, key, topicA, nil, 3, nil)
 	if _, err := s.InsertBatch(ctx, inserts(topicA, ops...)); err != nil {
@@ -353,10 +361,7 @@ func TestReopenKeepsDataAndSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	s, err = Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openFile(t, path)
 	defer s.Close()
 	var version int
 	if err := s.r.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != SchemaVersion {
@@ -384,10 +389,7 @@ func TestReopenKeepsDataAndSchema(t *testing.T) {
 func TestNewerSchemaRefused(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "db.sqlite")
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openFile(t, path)
 	if _, err := s.w.ExecContext(ctx, "PRAGMA user_version = 99"); err != nil {
 		t.Fatal(err)
 	}
@@ -666,10 +668,7 @@ func TestHashTablesMergeAndFollowDeletes(t *testing.T) {
 	hashMergeAt = 7
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "db.sqlite")
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openFile(t, path)
 	defer func() { s.Close() }()
 	recent := func() (small, large int) {
 		t.Helper()
@@ -732,9 +731,7 @@ func TestHashTablesMergeAndFollowDeletes(t *testing.T) {
 
 	// A reopened store does not know the small table's size until it counts it.
 	s.Close()
-	if s, err = Open(ctx, path); err != nil {
-		t.Fatal(err)
-	}
+	s = openFile(t, path)
 	more := chain(t, keep, topicA, prune, 12, nil)
 	for i := 0; i < len(more); i += 3 {
 		if _, err := s.InsertBatch(ctx, inserts(topicA, more[i:i+3]...)); err != nil {
@@ -754,15 +751,9 @@ func TestHashTablesMergeAndFollowDeletes(t *testing.T) {
 func TestCachedHeadsFollowDeletes(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "db.sqlite")
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openFile(t, path)
 	defer s.Close()
-	other, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := openFile(t, path)
 	defer other.Close()
 	for name, retire := range map[string]*Store{"own": s, "other connection": other} {
 		t.Run(name, func(t *testing.T) {

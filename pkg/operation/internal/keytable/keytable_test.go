@@ -9,7 +9,9 @@ import (
 	"filippo.io/edwards25519"
 )
 
-func TestVerifyAgreesOnValidAndTamperedSignatures(t *testing.T) {
+// newKeyTable returns a fresh key and its table.
+func newKeyTable(t *testing.T) (ed25519.PublicKey, ed25519.PrivateKey, *Table) {
+	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -18,6 +20,11 @@ func TestVerifyAgreesOnValidAndTamperedSignatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return pub, priv, table
+}
+
+func TestVerifyAgreesOnValidAndTamperedSignatures(t *testing.T) {
+	pub, priv, table := newKeyTable(t)
 	for i := range 200 {
 		msg := make([]byte, i*7)
 		rand.Read(msg)
@@ -111,14 +118,7 @@ func TestVerifyBatchMatchesVerify(t *testing.T) {
 	var checks []Check
 	var want []bool
 	for i := range 3*batchMax + 5 {
-		pub, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		table, err := New(pub)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, priv, table := newKeyTable(t)
 		msg := []byte{byte(i), 'm'}
 		sig := ed25519.Sign(priv, msg)
 		switch i % 5 {
