@@ -176,9 +176,15 @@ func (s *Store) mergeHashes(ctx context.Context, tx *sql.Tx, inserted int64) (in
 const ackSQL = `INSERT INTO ack_cursors (topic, author, log_id, seq) VALUES (?, ?, ?, ?)
 	ON CONFLICT (topic, author, log_id) DO UPDATE SET seq = max(seq, excluded.seq)`
 
-// insertChunk is how many rows one multi-row INSERT carries: a chunk costs one statement
-// step instead of insertChunk, and 10 × 64 parameters stay far below SQLite's limit.
-const insertChunk = 64
+// insertSizes are the row counts of the multi-row INSERT statements, largest first: a
+// batch's rows go out in as many 64-row statements as fit, then at most one statement of
+// each smaller size (46 rows: 32 + 8 + 4 + 2), instead of one statement per leftover row,
+// which cost the writer a statement step and a few allocations per operation. 10 × 64
+// parameters stay far below SQLite's limit.
+var insertSizes = [...]int{64, 32, 16, 8, 4, 2, 1}
+
+// insertStmts holds one statement per insertSizes entry.
+type insertStmts [len(insertSizes)]*sql.Stmt
 
 // The operation's rowid is the batch's to choose (batch.nextRowID), so its hash row can
 // name it without asking SQLite which rowid each row of a multi-row insert got.
@@ -211,10 +217,10 @@ func insertSQL(columns, row string, n int) string {
 // no lookup at all, and it defers the inserts into multi-row statements. Deferred rows are
 // written before any statement that could observe them (flushPending).
 type batch struct {
-	exists, latestStmt, atSeq, insOne, insChunk, insTopic lazyStmt
-	insHashOne, insHashChunk, maxRowID, pr                lazyStmt
-	topics                                                map[topicLog]struct{}
-	cache                                                 *headCache // committed heads of earlier batches
+	exists, latestStmt, atSeq, insTopic, maxRowID, pr lazyStmt
+	insOps, insHashes                                 [len(insertSizes)]lazyStmt
+	topics                                            map[topicLog]struct{}
+	cache                                             *headCache // committed heads of earlier batches
 	// latest holds, per log touched in this batch, its latest entry as the database plus
 	// the pending rows have it (nil: the log is empty).
 	latest        map[logKey]*latestEntry
@@ -245,8 +251,8 @@ type topicLog struct {
 // was ~7 % of the writer's SQLite time in a catch-up. Each batch binds them to its
 // transaction with Tx.StmtContext, which reuses the connection's prepared statement.
 type writeStmts struct {
-	exists, latest, atSeq, insOne, insChunk, insTopic, prune, ack *sql.Stmt
-	insHashOne, insHashChunk, maxRowID, dataVersion               *sql.Stmt
+	exists, latest, atSeq, insTopic, prune, ack, maxRowID, dataVersion *sql.Stmt
+	insOps, insHashes                                                  insertStmts
 }
 
 func prepareWriteStmts(ctx context.Context, db *sql.DB) (*writeStmts, error) {
@@ -258,30 +264,43 @@ func prepareWriteStmts(ctx context.Context, db *sql.DB) (*writeStmts, error) {
 		{&ws.exists, `SELECT 1 FROM operations WHERE ` + hashLookup},
 		{&ws.latest, `SELECT hash, seq FROM operations WHERE author = ? AND log_id = ? ORDER BY seq DESC LIMIT 1`},
 		{&ws.atSeq, `SELECT hash FROM operations WHERE author = ? AND log_id = ? AND seq = ?`},
-		{&ws.insOne, insertSQL(insertOpColumns, opRow, 1)},
-		{&ws.insChunk, insertSQL(insertOpColumns, opRow, insertChunk)},
-		{&ws.insHashOne, insertSQL(insertHashColumns, hashRow, 1)},
-		{&ws.insHashChunk, insertSQL(insertHashColumns, hashRow, insertChunk)},
 		{&ws.maxRowID, `SELECT coalesce(max(rowid), 0) FROM operations`},
 		{&ws.dataVersion, `PRAGMA data_version`},
 		{&ws.insTopic, `INSERT OR IGNORE INTO topic_logs (topic, author, log_id) VALUES (?, ?, ?)`},
 		{&ws.prune, `DELETE FROM operations WHERE author = ? AND log_id = ? AND seq < ?`},
 		{&ws.ack, ackSQL},
 	} {
-		stmt, err := db.PrepareContext(ctx, p.query)
-		if err != nil {
-			ws.close()
-			return nil, fmt.Errorf("prepare write statements: %w", err)
+		if err := ws.prepare(ctx, db, p.dst, p.query); err != nil {
+			return nil, err
 		}
-		*p.dst = stmt
+	}
+	for i, n := range insertSizes {
+		if err := ws.prepare(ctx, db, &ws.insOps[i], insertSQL(insertOpColumns, opRow, n)); err != nil {
+			return nil, err
+		}
+		if err := ws.prepare(ctx, db, &ws.insHashes[i], insertSQL(insertHashColumns, hashRow, n)); err != nil {
+			return nil, err
+		}
 	}
 	return ws, nil
 }
 
+// prepare prepares query into *dst, or closes what ws has prepared and fails.
+func (ws *writeStmts) prepare(ctx context.Context, db *sql.DB, dst **sql.Stmt, query string) error {
+	stmt, err := db.PrepareContext(ctx, query)
+	if err != nil {
+		ws.close()
+		return fmt.Errorf("prepare write statements: %w", err)
+	}
+	*dst = stmt
+	return nil
+}
+
 func (ws *writeStmts) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{ws.exists, ws.latest, ws.atSeq, ws.insOne, ws.insChunk, ws.insTopic, ws.prune, ws.ack,
-		ws.insHashOne, ws.insHashChunk, ws.maxRowID, ws.dataVersion} {
+	all := []*sql.Stmt{ws.exists, ws.latest, ws.atSeq, ws.insTopic, ws.prune, ws.ack, ws.maxRowID, ws.dataVersion}
+	all = append(append(all, ws.insOps[:]...), ws.insHashes[:]...)
+	for _, s := range all {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
@@ -291,16 +310,21 @@ func (ws *writeStmts) close() error {
 
 func prepareBatch(tx *sql.Tx, ws *writeStmts, cache *headCache) *batch {
 	lazy := func(s *sql.Stmt) lazyStmt { return lazyStmt{tx: tx, prepared: s} }
-	return &batch{topics: make(map[topicLog]struct{}), latest: make(map[logKey]*latestEntry), cache: cache,
+	b := &batch{topics: make(map[topicLog]struct{}), latest: make(map[logKey]*latestEntry), cache: cache,
 		exists: lazy(ws.exists), latestStmt: lazy(ws.latest), atSeq: lazy(ws.atSeq),
-		insOne: lazy(ws.insOne), insChunk: lazy(ws.insChunk), insTopic: lazy(ws.insTopic),
-		insHashOne: lazy(ws.insHashOne), insHashChunk: lazy(ws.insHashChunk),
-		maxRowID: lazy(ws.maxRowID), pr: lazy(ws.prune)}
+		insTopic: lazy(ws.insTopic), maxRowID: lazy(ws.maxRowID), pr: lazy(ws.prune)}
+	for i := range insertSizes {
+		b.insOps[i], b.insHashes[i] = lazy(ws.insOps[i]), lazy(ws.insHashes[i])
+	}
+	return b
 }
 
 func (b *batch) close() {
-	for _, s := range []*lazyStmt{&b.exists, &b.latestStmt, &b.atSeq, &b.insOne, &b.insChunk, &b.insTopic,
-		&b.insHashOne, &b.insHashChunk, &b.maxRowID, &b.pr} {
+	all := []*lazyStmt{&b.exists, &b.latestStmt, &b.atSeq, &b.insTopic, &b.maxRowID, &b.pr}
+	for i := range insertSizes {
+		all = append(all, &b.insOps[i], &b.insHashes[i])
+	}
+	for _, s := range all {
 		if s.bound != nil {
 			s.bound.Close()
 		}
@@ -323,10 +347,10 @@ func (l *lazyStmt) get(ctx context.Context) *sql.Stmt {
 
 // flushPending writes the deferred operations and their hash rows.
 func (b *batch) flushPending(ctx context.Context) error {
-	if err := flushRows(ctx, &b.insChunk, &b.insOne, b.pending, opColumns); err != nil {
+	if err := flushRows(ctx, &b.insOps, b.pending, opColumns); err != nil {
 		return fmt.Errorf("write batch: insert operations: %w", err)
 	}
-	if err := flushRows(ctx, &b.insHashChunk, &b.insHashOne, b.pendingHashes, hashColumns); err != nil {
+	if err := flushRows(ctx, &b.insHashes, b.pendingHashes, hashColumns); err != nil {
 		return fmt.Errorf("write batch: insert hashes: %w", err)
 	}
 	clear(b.pending)
@@ -335,20 +359,16 @@ func (b *batch) flushPending(ctx context.Context) error {
 	return nil
 }
 
-// flushRows inserts rows of cols arguments each: full chunks with the multi-row
-// statement, the rest one by one.
-func flushRows(ctx context.Context, chunk, one *lazyStmt, args []any, cols int) error {
-	for len(args) >= insertChunk*cols {
-		if _, err := chunk.get(ctx).ExecContext(ctx, args[:insertChunk*cols]...); err != nil {
-			return err
+// flushRows inserts rows of cols arguments each with the statements of insertSizes:
+// as many of the largest as fit, then at most one of each smaller size.
+func flushRows(ctx context.Context, stmts *[len(insertSizes)]lazyStmt, args []any, cols int) error {
+	for i, n := range insertSizes {
+		for len(args) >= n*cols {
+			if _, err := stmts[i].get(ctx).ExecContext(ctx, args[:n*cols]...); err != nil {
+				return err
+			}
+			args = args[n*cols:]
 		}
-		args = args[insertChunk*cols:]
-	}
-	for len(args) > 0 {
-		if _, err := one.get(ctx).ExecContext(ctx, args[:cols]...); err != nil {
-			return err
-		}
-		args = args[cols:]
 	}
 	return nil
 }
