@@ -562,11 +562,11 @@ func (p *Pipeline) verifyLoop() {
 	more:
 		for len(jobs) < want {
 			select {
-			case j, ok := <-p.verifyCh:
+			case next, ok := <-p.verifyCh:
 				if !ok {
 					break more
 				}
-				jobs = append(jobs, j)
+				jobs = append(jobs, next)
 			default:
 				break more
 			}
