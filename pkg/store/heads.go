@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"sync"
 )
 
 // maxCachedHeads bounds headCache: ~100 bytes per log, so ~1.6 MiB. A store with more
@@ -17,15 +16,14 @@ const maxCachedHeads = 16_384
 //
 // It is only as good as its assumption that nothing else changed those logs, so it is
 // checked two ways:
-//   - this store's own deletes of whole logs (RetireLogs) forget them, under the same lock
-//     as the writes (mu);
+//   - this store's own deletes of whole logs (RetireLogs) forget them, under the store's
+//     write lock (Store.writeMu), which guards the cache;
 //   - a commit by any other connection, another process included, changes SQLite's
 //     data_version, and a write that sees it changed forgets everything.
 //
 // Entries are added only after the batch that made them committed.
 type headCache struct {
-	mu          sync.Mutex // held for a whole Write or RetireLogs; guards the fields below
-	dataVersion int64      // 0: not read yet
+	dataVersion int64 // 0: not read yet
 	heads       map[logKey]*latestEntry
 }
 

@@ -104,7 +104,7 @@ CREATE TABLE operations_v5 (
 	// each page of that one at most once per hashMergeAt operations.
 	{sql: `
 CREATE TABLE operation_hashes (
-	prefix BLOB    NOT NULL, -- the hash's first 8 bytes (hashPrefixLen)
+	prefix BLOB    NOT NULL, -- the hash's first 8 bytes
 	op     INTEGER NOT NULL, -- operations.rowid
 	PRIMARY KEY (prefix, op)
 ) WITHOUT ROWID;
@@ -204,17 +204,11 @@ func inTx(ctx context.Context, conn *sql.Conn, f func(*sql.Tx) error) error {
 	return tx.Commit()
 }
 
-// hashLookup is the WHERE clause that finds an operation by hash: its rowid is in one of
-// the two hash tables (migration 6), and its hash is the one asked for (two hashes may share
-// a prefix). Its arguments are hashArgs.
-const hashLookup = `rowid IN (SELECT op FROM operation_hashes WHERE prefix = ?1
-	UNION ALL SELECT op FROM operation_hashes_recent WHERE prefix = ?1) AND hash = ?2`
-
-func hashArgs(hash []byte) []any { return []any{hash[:hashPrefixLen], hash} }
-
-// hashPrefixLen is how many leading bytes of a hash the hash tables key on: 8 bytes tell
-// 2^64 hashes apart, four times as many entries fit a page as with whole hashes.
-const hashPrefixLen = 8
+// hashLookup is the WHERE clause that finds an operation by hash, its one argument: the
+// rowid is in one of the two hash tables (migration 6) under the hash's first 8 bytes, cut
+// here as the writer cuts them, and the hash is the one asked for (two may share a prefix).
+const hashLookup = `rowid IN (SELECT op FROM operation_hashes WHERE prefix = substr(?1, 1, 8)
+	UNION ALL SELECT op FROM operation_hashes_recent WHERE prefix = substr(?1, 1, 8)) AND hash = ?1`
 
 // SchemaVersion is the user_version this code writes.
 var SchemaVersion = len(migrations)

@@ -291,7 +291,7 @@ func TestHashLookupsSearchTheIndex(t *testing.T) {
 				`SELECT 1 FROM operations WHERE ` + hashLookup,
 			} {
 				hash := operation.HashOf([]byte(query))
-				rows, err := s.r.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+query, hashArgs(hash[:])...)
+				rows, err := s.r.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+query, hash[:])
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -88,8 +88,8 @@ func (s *Store) InsertBatch(ctx context.Context, inserts []Insert) ([]InsertResu
 //
 // The caller is responsible for operation.Decode (signature, payload) having succeeded.
 func (s *Store) Write(ctx context.Context, inserts []Insert, acks []Ack) ([]InsertResult, error) {
-	s.heads.mu.Lock()
-	defer s.heads.mu.Unlock()
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("write batch: begin: %w", err)
@@ -127,12 +127,12 @@ func (s *Store) Write(ctx context.Context, inserts []Insert, acks []Ack) ([]Inse
 	}
 	if err := tx.Commit(); err != nil {
 		// Unknown whether it was committed: count and read again.
-		s.recentHashes.Store(-1)
+		s.recentHashes = -1
 		s.heads.forget()
 		return nil, fmt.Errorf("write batch: commit: %w", err)
 	}
 	if recentHashes >= 0 {
-		s.recentHashes.Store(recentHashes)
+		s.recentHashes = recentHashes
 	}
 	if b != nil {
 		s.heads.remember(b.latest)
@@ -154,7 +154,7 @@ var hashMergeAt int64 = 8192
 // failed commit; it only decides when to merge, so deletes that shrink the table (their
 // trigger) are not counted.
 func (s *Store) mergeHashes(ctx context.Context, tx *sql.Tx, inserted int64) (int64, error) {
-	n := s.recentHashes.Load()
+	n := s.recentHashes
 	if n < 0 {
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM operation_hashes_recent`).Scan(&n); err != nil {
 			return 0, fmt.Errorf("write batch: count recent hashes: %w", err)
@@ -298,14 +298,20 @@ func (ws *writeStmts) prepare(ctx context.Context, db *sql.DB, dst **sql.Stmt, q
 
 func (ws *writeStmts) close() error {
 	var errs []error
-	all := []*sql.Stmt{ws.exists, ws.latest, ws.atSeq, ws.insTopic, ws.prune, ws.ack, ws.maxRowID, ws.dataVersion}
-	all = append(append(all, ws.insOps[:]...), ws.insHashes[:]...)
-	for _, s := range all {
-		if s != nil {
-			errs = append(errs, s.Close())
+	for _, s := range ws.all() {
+		if *s != nil {
+			errs = append(errs, (*s).Close())
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (ws *writeStmts) all() []**sql.Stmt {
+	all := []**sql.Stmt{&ws.exists, &ws.latest, &ws.atSeq, &ws.insTopic, &ws.prune, &ws.ack, &ws.maxRowID, &ws.dataVersion}
+	for i := range insertSizes {
+		all = append(all, &ws.insOps[i], &ws.insHashes[i])
+	}
+	return all
 }
 
 func prepareBatch(tx *sql.Tx, ws *writeStmts, cache *headCache) *batch {
@@ -449,7 +455,7 @@ func (b *batch) insert(ctx context.Context, in *Insert) (InsertResult, error) {
 			return InsertResult{}, err
 		}
 		var one int
-		switch err := b.exists.get(ctx).QueryRowContext(ctx, hashArgs(op.Hash[:])...).Scan(&one); {
+		switch err := b.exists.get(ctx).QueryRowContext(ctx, op.Hash[:]).Scan(&one); {
 		case err == nil:
 			return InsertResult{Outcome: AlreadyExists}, nil
 		case !errors.Is(err, sql.ErrNoRows):

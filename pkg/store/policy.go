@@ -117,8 +117,8 @@ func (s *Store) RetireLogs(ctx context.Context, topic operation.Topic, logs []Re
 	if len(logs) == 0 {
 		return nil
 	}
-	s.heads.mu.Lock()
-	defer s.heads.mu.Unlock()
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	// Forgotten whether or not the commit succeeds: either way the cache may not know.
 	defer func() {
 		for _, l := range logs {

@@ -57,7 +57,7 @@ func decodeRow(hash, header, body []byte) (*operation.Operation, error) {
 // Get returns the stored operation with this hash, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, hash operation.Hash) (*operation.Operation, error) {
 	var header, body []byte
-	err := s.r.QueryRowContext(ctx, `SELECT header, body FROM operations WHERE `+hashLookup, hashArgs(hash[:])...).Scan(&header, &body)
+	err := s.r.QueryRowContext(ctx, `SELECT header, body FROM operations WHERE `+hashLookup, hash[:]).Scan(&header, &body)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("get %s: %w", hash.Short(), ErrNotFound)
 	}
@@ -70,7 +70,7 @@ func (s *Store) Get(ctx context.Context, hash operation.Hash) (*operation.Operat
 // Has reports whether an operation with this hash is stored.
 func (s *Store) Has(ctx context.Context, hash operation.Hash) (bool, error) {
 	var one int
-	err := s.r.QueryRowContext(ctx, `SELECT 1 FROM operations WHERE `+hashLookup, hashArgs(hash[:])...).Scan(&one)
+	err := s.r.QueryRowContext(ctx, `SELECT 1 FROM operations WHERE `+hashLookup, hash[:]).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}

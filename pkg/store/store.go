@@ -31,7 +31,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -67,9 +67,12 @@ type Store struct {
 	r      *sql.DB // read pool; == w for the in-memory store
 	anchor *sql.DB // in-memory store only: keeps the database alive (see the package doc)
 	stmts  *writeStmts
-	// recentHashes is the size of operation_hashes_recent after the last committed write,
-	// or -1 when unknown (see mergeHashes).
-	recentHashes atomic.Int64
+	// writeMu is held for a whole Write or RetireLogs (they take turns on the one writer
+	// connection anyway) and guards what the writer remembers between transactions:
+	// recentHashes, the size of operation_hashes_recent after the last committed write or
+	// -1 when unknown (see mergeHashes), and the log heads.
+	writeMu      sync.Mutex
+	recentHashes int64
 	heads        headCache
 	path         string
 	memory       bool
@@ -109,8 +112,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	default:
 		return nil, fmt.Errorf("open store: invalid synchronous mode %q", cfg.synchronous)
 	}
-	s := &Store{path: path, memory: path == ""}
-	s.recentHashes.Store(-1)
+	s := &Store{path: path, memory: path == "", recentHashes: -1}
 	busy := fmt.Sprint(cfg.busyTimeout.Milliseconds())
 	if s.memory {
 		var name [12]byte

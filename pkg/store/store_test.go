@@ -94,8 +94,8 @@ func openFile(t testing.TB, path string) *Store {
 // data_version, so the store is told to forget the log heads it cached.
 func emptyStore(t *testing.T, s *Store) {
 	t.Helper()
-	s.heads.mu.Lock()
-	defer s.heads.mu.Unlock()
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	if _, err := s.w.ExecContext(context.Background(), "DELETE FROM operations; DELETE FROM topic_logs"); err != nil {
 		t.Fatal(err)
 	}
