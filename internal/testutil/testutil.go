@@ -147,3 +147,13 @@ func ProcessCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// ProcessWrittenBytes returns how many bytes the process has written to storage so far
+// (getrusage's output blocks of 512 bytes: what reached the disk, not the page cache).
+func ProcessWrittenBytes() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Oublock * 512
+}

@@ -3,10 +3,9 @@ package store
 import (
 	"context"
 	"path/filepath"
-	"syscall"
 	"testing"
-	"time"
 
+	"github.com/pandanet/pandanet/internal/testutil"
 	"github.com/pandanet/pandanet/pkg/operation"
 )
 
@@ -31,23 +30,17 @@ func benchWrite(b *testing.B, batchSize int) {
 	defer s.Close()
 	b.SetBytes(1024)
 	b.ReportAllocs()
-	var before, after syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &before); err != nil {
-		b.Fatal(err)
-	}
+	cpu0, written0 := testutil.ProcessCPU(), testutil.ProcessWrittenBytes()
 	b.ResetTimer()
 	insertInBatches(b, s, all, batchSize)
 	b.StopTimer()
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &after); err != nil {
-		b.Fatal(err)
-	}
-	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
+	cpu, written := testutil.ProcessCPU()-cpu0, testutil.ProcessWrittenBytes()-written0
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 	// CPU per operation moves less than the wall time on a shared machine, and the bytes
-	// the process wrote to the disk (WAL frames at commit, pages again at checkpoint;
-	// getrusage counts 512-byte blocks) are what the schema decides.
+	// the process wrote to the disk (WAL frames at commit, pages again at checkpoint) are
+	// what the schema decides.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/op")
-	b.ReportMetric(float64(after.Oublock-before.Oublock)*512/float64(b.N), "written-B/op")
+	b.ReportMetric(float64(written)/float64(b.N), "written-B/op")
 }
 
 // benchInserts signs n 1 KiB operations of 10 authors in one topic, in seq order, with the
