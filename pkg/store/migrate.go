@@ -122,6 +122,26 @@ CREATE TRIGGER operations_drop_hash AFTER DELETE ON operations BEGIN
 	DELETE FROM operation_hashes_recent WHERE prefix = substr(old.hash, 1, 8) AND op = old.rowid;
 END;
 `},
+	// 7: a middle hash table between the two of migration 6. Merging the small table into
+	// the large one touches a page of the large one per merged hash once the large one has
+	// more pages than a merge has hashes (~8,192 x 150 rows, about a million operations), so
+	// from that size on the pages written per operation grow again. The middle table takes
+	// the merges of the small one and is itself merged into the large one every
+	// hashMergeAt[1] hashes, so a merge into the large table is rare and a merge into the
+	// middle one touches at most its ~1,700 pages (see hashMergeAt).
+	{sql: `
+CREATE TABLE operation_hashes_mid (
+	prefix BLOB    NOT NULL,
+	op     INTEGER NOT NULL,
+	PRIMARY KEY (prefix, op)
+) WITHOUT ROWID;
+DROP TRIGGER operations_drop_hash;
+CREATE TRIGGER operations_drop_hash AFTER DELETE ON operations BEGIN
+	DELETE FROM operation_hashes WHERE prefix = substr(old.hash, 1, 8) AND op = old.rowid;
+	DELETE FROM operation_hashes_mid WHERE prefix = substr(old.hash, 1, 8) AND op = old.rowid;
+	DELETE FROM operation_hashes_recent WHERE prefix = substr(old.hash, 1, 8) AND op = old.rowid;
+END;
+`},
 }
 
 // moveOperations is migration 5: it moves the operations to the table migration 4 created,
@@ -205,9 +225,11 @@ func inTx(ctx context.Context, conn *sql.Conn, f func(*sql.Tx) error) error {
 }
 
 // hashLookup is the WHERE clause that finds an operation by hash, its one argument: the
-// rowid is in one of the two hash tables (migration 6) under the hash's first 8 bytes, cut
-// here as the writer cuts them, and the hash is the one asked for (two may share a prefix).
+// rowid is in one of the three hash tables (migrations 6 and 7) under the hash's first 8
+// bytes, cut here as the writer cuts them, and the hash is the one asked for (two may share
+// a prefix).
 const hashLookup = `rowid IN (SELECT op FROM operation_hashes WHERE prefix = substr(?1, 1, 8)
+	UNION ALL SELECT op FROM operation_hashes_mid WHERE prefix = substr(?1, 1, 8)
 	UNION ALL SELECT op FROM operation_hashes_recent WHERE prefix = substr(?1, 1, 8)) AND hash = ?1`
 
 // SchemaVersion is the user_version this code writes.

@@ -172,16 +172,18 @@ func checkMigrated(t *testing.T, s *Store, want string) {
 	}
 }
 
-// checkHashTables checks that the two hash tables together hold exactly one row for every
-// operation, under its hash's prefix and rowid, and nothing else.
+// checkHashTables checks that the three hash tables together hold exactly one row for
+// every operation, under its hash's prefix and rowid, and nothing else.
 func checkHashTables(t *testing.T, db *sql.DB) {
 	t.Helper()
 	var ops, hashes, found int
 	if err := db.QueryRow(`SELECT (SELECT count(*) FROM operations),
-		(SELECT count(*) FROM operation_hashes) + (SELECT count(*) FROM operation_hashes_recent),
+		(SELECT count(*) FROM operation_hashes) + (SELECT count(*) FROM operation_hashes_mid) +
+			(SELECT count(*) FROM operation_hashes_recent),
 		(SELECT count(*) FROM operations o WHERE
-			EXISTS (SELECT 1 FROM operation_hashes WHERE prefix = substr(o.hash, 1, 8) AND op = o.rowid) <>
-			EXISTS (SELECT 1 FROM operation_hashes_recent WHERE prefix = substr(o.hash, 1, 8) AND op = o.rowid))`).
+			EXISTS (SELECT 1 FROM operation_hashes WHERE prefix = substr(o.hash, 1, 8) AND op = o.rowid) +
+			EXISTS (SELECT 1 FROM operation_hashes_mid WHERE prefix = substr(o.hash, 1, 8) AND op = o.rowid) +
+			EXISTS (SELECT 1 FROM operation_hashes_recent WHERE prefix = substr(o.hash, 1, 8) AND op = o.rowid) = 1)`).
 		Scan(&ops, &hashes, &found); err != nil {
 		t.Fatal(err)
 	}
@@ -317,6 +319,7 @@ func TestHashLookupsSearchTheIndex(t *testing.T) {
 				if want := []string{
 					"SEARCH operations USING INTEGER PRIMARY KEY (rowid=?)",
 					"SEARCH operation_hashes USING PRIMARY KEY (prefix=?)",
+					"SEARCH operation_hashes_mid USING PRIMARY KEY (prefix=?)",
 					"SEARCH operation_hashes_recent USING PRIMARY KEY (prefix=?)",
 				}; !slices.Equal(searches, want) {
 					t.Fatalf("plan of %q: %q, want the searches %q", query, plan, want)

@@ -96,7 +96,7 @@ func (s *Store) Write(ctx context.Context, inserts []Insert, acks []Ack) ([]Inse
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
 	results := make([]InsertResult, len(inserts))
-	recentHashes := int64(-1) // the count after this batch, once it is known
+	counts := unknownHashCounts // the hash tables' sizes after this batch, once known
 	var b *batch
 	if len(inserts) > 0 {
 		if err := s.heads.valid(ctx, tx, s.stmts.dataVersion); err != nil {
@@ -112,7 +112,7 @@ func (s *Store) Write(ctx context.Context, inserts []Insert, acks []Ack) ([]Inse
 		if err := b.flushPending(ctx); err != nil {
 			return nil, err
 		}
-		if recentHashes, err = s.mergeHashes(ctx, tx, b.inserted); err != nil {
+		if counts, err = s.mergeHashes(ctx, tx, b.inserted); err != nil {
 			return nil, err
 		}
 	}
@@ -127,12 +127,12 @@ func (s *Store) Write(ctx context.Context, inserts []Insert, acks []Ack) ([]Inse
 	}
 	if err := tx.Commit(); err != nil {
 		// Unknown whether it was committed: count and read again.
-		s.recentHashes = -1
+		s.hashCounts = unknownHashCounts
 		s.heads.forget()
 		return nil, fmt.Errorf("write batch: commit: %w", err)
 	}
-	if recentHashes >= 0 {
-		s.recentHashes = recentHashes
+	if counts[0] >= 0 {
+		s.hashCounts = counts
 	}
 	if b != nil {
 		s.heads.remember(b.latest)
@@ -140,37 +140,68 @@ func (s *Store) Write(ctx context.Context, inserts []Insert, acks []Ack) ([]Inse
 	return results, nil
 }
 
-// hashMergeAt is how many hashes operation_hashes_recent collects before a write moves
-// them into operation_hashes (migration 6). Larger means fewer passes over the large table
-// but more pages of the small one dirtied per batch: 8,192 hashes are ~40 pages. A
-// variable so tests can merge often.
-var hashMergeAt int64 = 8192
+// hashTables are the hash tables (migrations 6 and 7), from the small one that new
+// operations' hashes go to, to the large one that ends up with most of them.
+var hashTables = [...]string{"operation_hashes_recent", "operation_hashes_mid", "operation_hashes"}
 
-// mergeHashes counts the inserted operations' hashes into operation_hashes_recent and,
-// once it holds hashMergeAt of them, moves them into operation_hashes. Selecting from a
-// WITHOUT ROWID table returns its rows in key order, so the insert walks the large table
-// once from the first key to the last. It returns the small table's size after the
-// transaction. The count lives in memory (Store.recentHashes), read after a restart or a
-// failed commit; it only decides when to merge, so deletes that shrink the table (their
-// trigger) are not counted.
-func (s *Store) mergeHashes(ctx context.Context, tx *sql.Tx, inserted int64) (int64, error) {
-	n := s.recentHashes
-	if n < 0 {
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM operation_hashes_recent`).Scan(&n); err != nil {
-			return 0, fmt.Errorf("write batch: count recent hashes: %w", err)
+// hashMergeAt[i] is how many hashes hashTables[i] collects before a write moves them into
+// hashTables[i+1]. A merge dirties each page of the table it goes into at most once, so a
+// level costs about its target's pages per hashMergeAt[i] operations:
+//   - 8,192 into the middle table: the small table stays ~40 pages, and a merge touches at
+//     most the middle table's ~1,700 pages (262,144 hashes of ~20 bytes at ~150 per page),
+//     under 0.2 pages per operation and half that on average;
+//   - 262,144 into the large table: its pages once per 262,144 operations, 0.03 pages per
+//     operation at a million operations and 0.3 at ten million. Such a merge is one
+//     transaction, so it writes them to the WAL at once: ~27 MB at a million operations,
+//     ~260 MB at ten million.
+//
+// With the small table merged into the large one directly (schema 6), a merge touched most
+// of the large table's pages from about a million operations on: at a million the store
+// wrote 11.2 instead of 9.0 KB per operation, and more the larger it grew. A variable so
+// tests can merge often.
+var hashMergeAt = [len(hashTables) - 1]int64{8192, 32 * 8192}
+
+// hashCounts are the sizes of the hash tables that merge (all but the large one), or -1
+// each when unknown.
+type hashCounts [len(hashMergeAt)]int64
+
+var unknownHashCounts = hashCounts{-1, -1}
+
+// mergeHashes counts the inserted operations' hashes into the small table and moves a
+// table's hashes into the next one when it holds hashMergeAt of them. Selecting from a
+// WITHOUT ROWID table returns its rows in key order, so the insert walks the next table
+// once from the first key to the last. It returns the tables' sizes after the transaction.
+// The sizes live in memory (Store.hashCounts), read after a restart or a failed commit;
+// they only decide when to merge, so deletes that shrink the tables (their trigger) are
+// not counted.
+func (s *Store) mergeHashes(ctx context.Context, tx *sql.Tx, inserted int64) (hashCounts, error) {
+	n := s.hashCounts
+	if n[0] < 0 {
+		for i := range n {
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM `+hashTables[i]).Scan(&n[i]); err != nil {
+				return n, fmt.Errorf("write batch: count %s: %w", hashTables[i], err)
+			}
 		}
 		inserted = 0 // the count includes this batch
 	}
-	if n += inserted; n < hashMergeAt {
-		return n, nil
+	n[0] += inserted
+	for i := range n {
+		if n[i] < hashMergeAt[i] {
+			break
+		}
+		from, into := hashTables[i], hashTables[i+1]
+		if _, err := tx.ExecContext(ctx, `INSERT INTO `+into+` (prefix, op) SELECT prefix, op FROM `+from); err != nil {
+			return n, fmt.Errorf("write batch: merge %s into %s: %w", from, into, err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+from); err != nil {
+			return n, fmt.Errorf("write batch: merge %s into %s: %w", from, into, err)
+		}
+		if i+1 < len(n) {
+			n[i+1] += n[i]
+		}
+		n[i] = 0
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO operation_hashes (prefix, op) SELECT prefix, op FROM operation_hashes_recent`); err != nil {
-		return 0, fmt.Errorf("write batch: merge hashes: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM operation_hashes_recent`); err != nil {
-		return 0, fmt.Errorf("write batch: merge hashes: %w", err)
-	}
-	return 0, nil
+	return n, nil
 }
 
 const ackSQL = `INSERT INTO ack_cursors (topic, author, log_id, seq) VALUES (?, ?, ?, ?)

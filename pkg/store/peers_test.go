@@ -57,7 +57,7 @@ func TestUpgradeFromSchema1(t *testing.T) {
 	}
 	// Turn the file back into a schema-1 database.
 	if _, err := s.w.ExecContext(ctx, `DROP TABLE peers; DROP TABLE retired_logs; DROP TRIGGER operations_drop_hash;
-		DROP TABLE operation_hashes; DROP TABLE operation_hashes_recent; PRAGMA user_version = 1`); err != nil {
+		DROP TABLE operation_hashes; DROP TABLE operation_hashes_mid; DROP TABLE operation_hashes_recent; PRAGMA user_version = 1`); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()

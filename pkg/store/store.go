@@ -69,13 +69,13 @@ type Store struct {
 	stmts  *writeStmts
 	// writeMu is held for a whole Write or RetireLogs (they take turns on the one writer
 	// connection anyway) and guards what the writer remembers between transactions:
-	// recentHashes, the size of operation_hashes_recent after the last committed write or
+	// hashCounts, the sizes of the hash tables that merge after the last committed write or
 	// -1 when unknown (see mergeHashes), and the log heads.
-	writeMu      sync.Mutex
-	recentHashes int64
-	heads        headCache
-	path         string
-	memory       bool
+	writeMu    sync.Mutex
+	hashCounts hashCounts
+	heads      headCache
+	path       string
+	memory     bool
 }
 
 type config struct {
@@ -112,7 +112,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	default:
 		return nil, fmt.Errorf("open store: invalid synchronous mode %q", cfg.synchronous)
 	}
-	s := &Store{path: path, memory: path == "", recentHashes: -1}
+	s := &Store{path: path, memory: path == "", hashCounts: unknownHashCounts}
 	busy := fmt.Sprint(cfg.busyTimeout.Milliseconds())
 	if s.memory {
 		var name [12]byte

@@ -586,6 +586,10 @@ func FuzzWriteBatchMatchesSequential(f *testing.F) {
 	f.Add(append(append([]byte{}, inOrder[:70]...), 5, 69, 160, 161, 70, 71, 200)) // duplicates, forks, then on
 	f.Add(append(append([]byte{}, inOrder[:80]...), 170, 3, 81, 79))               // prune at seq 80 mid-batch
 	f.Add([]byte{1, 0, 2, 1, 160, 3, 170, 0})
+	// Low thresholds, so that the store written one operation at a time merges its hash
+	// tables into the middle and the large one, and checkHashTables sees both.
+	defer func(n [len(hashMergeAt)]int64) { hashMergeAt = n }(hashMergeAt)
+	hashMergeAt = [len(hashMergeAt)]int64{16, 48}
 	key, _ := operation.PrivateKeyFromSeed(make([]byte, 32))
 	other, _ := operation.PrivateKeyFromSeed(bytes.Repeat([]byte{1}, 32))
 	ops := chain(f, key, topicA, nil, 160, func(i int) []byte { return []byte{byte(i)} })
@@ -660,23 +664,30 @@ func FuzzWriteBatchMatchesSequential(f *testing.F) {
 	})
 }
 
-// New operations' hashes go to the small hash table and move to the large one once it
-// holds hashMergeAt of them; every operation stays findable by hash through the moves, a
-// prune, a retired log and a reopen (which has to count the small table again).
+// New operations' hashes go to the small hash table, move to the middle one once the
+// small one holds hashMergeAt[0] of them, and to the large one once the middle one holds
+// hashMergeAt[1]; every operation stays findable by hash through the moves, a prune, a
+// retired log and a reopen (which has to count the tables again).
 func TestHashTablesMergeAndFollowDeletes(t *testing.T) {
-	defer func(n int64) { hashMergeAt = n }(hashMergeAt)
-	hashMergeAt = 7
+	defer func(n [len(hashMergeAt)]int64) { hashMergeAt = n }(hashMergeAt)
+	hashMergeAt = [len(hashMergeAt)]int64{7, 14}
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "db.sqlite")
 	s := openFile(t, path)
 	defer func() { s.Close() }()
-	recent := func() (small, large int) {
+	// sizes returns how many hashes the small, middle and large table hold, and fails the
+	// test if one that merges holds as many as it merges at.
+	sizes := func() (n [len(hashTables)]int) {
 		t.Helper()
-		if err := s.r.QueryRow(`SELECT (SELECT count(*) FROM operation_hashes_recent), (SELECT count(*) FROM operation_hashes)`).
-			Scan(&small, &large); err != nil {
-			t.Fatal(err)
+		for i, table := range hashTables {
+			if err := s.r.QueryRow(`SELECT count(*) FROM ` + table).Scan(&n[i]); err != nil {
+				t.Fatal(err)
+			}
+			if i < len(hashMergeAt) && n[i] >= int(hashMergeAt[i]) {
+				t.Fatalf("%s holds %d hashes, want fewer than %d", table, n[i], hashMergeAt[i])
+			}
 		}
-		return small, large
+		return n
 	}
 	mustFind := func(ops []*operation.Operation, want bool) {
 		t.Helper()
@@ -696,24 +707,25 @@ func TestHashTablesMergeAndFollowDeletes(t *testing.T) {
 	keep, gone := newKey(t), newKey(t)
 	logA := chain(t, keep, topicA, nil, 30, nil)
 	logB := chain(t, gone, topicA, nil, 5, nil)
-	merges := 0
+	var merges [len(hashMergeAt)]int
 	for i := 0; i < len(logA); i += 4 {
-		_, largeBefore := recent()
+		before := sizes()
 		if _, err := s.InsertBatch(ctx, inserts(topicA, logA[i:min(i+4, len(logA))]...)); err != nil {
 			t.Fatal(err)
 		}
-		small, large := recent()
-		if small >= int(hashMergeAt) {
-			t.Fatalf("after %d operations the small table holds %d hashes, want fewer than %d", i+4, small, hashMergeAt)
-		}
-		if large > largeBefore {
-			merges++
+		after := sizes()
+		for level := range merges { // a batch only adds, so a table that shrank merged
+			if after[level] < before[level] {
+				merges[level]++
+			}
 		}
 		checkHashTables(t, s.r)
 		mustFind(logA[:min(i+4, len(logA))], true)
 	}
-	if merges != 3 { // 30 operations in batches of 4: merged at 8, 16 and 24
-		t.Fatalf("%d merges, want 3", merges)
+	// 30 operations in batches of 4: the small table merged at 8, 16 and 24, the middle one
+	// (8, then 16 hashes) at 16.
+	if want := [len(hashMergeAt)]int{3, 1}; merges != want {
+		t.Fatalf("merges into the middle and the large table: %d, want %d", merges, want)
 	}
 
 	prune := signPrune(t, keep, topicA, logA[len(logA)-1], nil)
@@ -729,7 +741,7 @@ func TestHashTablesMergeAndFollowDeletes(t *testing.T) {
 	checkHashTables(t, s.r)
 	mustFind(logB, false)
 
-	// A reopened store does not know the small table's size until it counts it.
+	// A reopened store does not know the tables' sizes until it counts them.
 	s.Close()
 	s = openFile(t, path)
 	more := chain(t, keep, topicA, prune, 12, nil)
@@ -737,9 +749,7 @@ func TestHashTablesMergeAndFollowDeletes(t *testing.T) {
 		if _, err := s.InsertBatch(ctx, inserts(topicA, more[i:i+3]...)); err != nil {
 			t.Fatal(err)
 		}
-		if small, _ := recent(); small >= int(hashMergeAt) {
-			t.Fatalf("after reopening: the small table holds %d hashes, want fewer than %d", small, hashMergeAt)
-		}
+		sizes()
 	}
 	checkHashTables(t, s.r)
 	mustFind(append([]*operation.Operation{prune}, more...), true)

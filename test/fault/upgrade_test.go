@@ -38,6 +38,7 @@ DROP TABLE operations;
 ALTER TABLE operations_v3 RENAME TO operations;
 CREATE UNIQUE INDEX operations_log ON operations (author, log_id, seq);
 DROP TABLE operation_hashes;
+DROP TABLE operation_hashes_mid;
 DROP TABLE operation_hashes_recent;
 PRAGMA user_version = 3;
 `
