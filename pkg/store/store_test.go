@@ -755,6 +755,77 @@ func TestHashTablesMergeAndFollowDeletes(t *testing.T) {
 	mustFind(append([]*operation.Operation{prune}, more...), true)
 }
 
+// A store written by schema 6 (a small and a large hash table) is upgraded to the middle
+// table in place: its hashes stay where they are and are found, and prunes and merges after
+// the upgrade cover all three tables.
+func TestUpgradeFromSchema6(t *testing.T) {
+	defer func(n [len(hashMergeAt)]int64) { hashMergeAt = n }(hashMergeAt)
+	hashMergeAt = [len(hashMergeAt)]int64{4, 8}
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db.sqlite")
+	s := openFile(t, path)
+	key := newKey(t)
+	log := chain(t, key, topicA, nil, 20, nil)
+	for _, batch := range [][]*operation.Operation{log[:5], log[5:7]} { // 5 merged, 2 not
+		if _, err := s.InsertBatch(ctx, inserts(topicA, batch...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Turn the file back into a schema-6 database: what the middle table holds, schema 6
+	// kept in the large one.
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO operation_hashes SELECT prefix, op FROM operation_hashes_mid;
+		DROP TABLE operation_hashes_mid;
+		DROP TRIGGER operations_drop_hash;
+		CREATE TRIGGER operations_drop_hash AFTER DELETE ON operations BEGIN
+			DELETE FROM operation_hashes WHERE prefix = substr(old.hash, 1, 8) AND op = old.rowid;
+			DELETE FROM operation_hashes_recent WHERE prefix = substr(old.hash, 1, 8) AND op = old.rowid;
+		END;
+		PRAGMA user_version = 6`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s = openFile(t, path)
+	defer s.Close()
+	var version, large, recent int
+	if err := s.r.QueryRow(`SELECT (SELECT user_version FROM pragma_user_version),
+		(SELECT count(*) FROM operation_hashes), (SELECT count(*) FROM operation_hashes_recent)`).
+		Scan(&version, &large, &recent); err != nil {
+		t.Fatal(err)
+	}
+	if version != SchemaVersion || large != 5 || recent != 2 {
+		t.Fatalf("after the upgrade: schema %d, %d hashes in the large and %d in the small table; want %d, 5 and 2",
+			version, large, recent, SchemaVersion)
+	}
+	checkHashTables(t, s.r)
+	for _, op := range log[:7] {
+		if got, err := s.Get(ctx, op.Hash); err != nil || got.Hash != op.Hash {
+			t.Fatalf("get seq %d after the upgrade: %v, %v", op.SeqNum(), got, err)
+		}
+	}
+	// Enough operations for merges into the middle and the large table, then a prune that
+	// deletes hashes from all three.
+	for i := 7; i < len(log); i += 3 {
+		if _, err := s.InsertBatch(ctx, inserts(topicA, log[i:min(i+3, len(log))]...)); err != nil {
+			t.Fatal(err)
+		}
+		checkHashTables(t, s.r)
+	}
+	prune := signPrune(t, key, topicA, log[len(log)-1], nil)
+	if res, err := s.InsertBatch(ctx, inserts(topicA, prune)); err != nil || res[0].Outcome != Inserted {
+		t.Fatalf("prune: %v %v", res, err)
+	}
+	checkHashTables(t, s.r)
+	for _, op := range log {
+		if _, err := s.Get(ctx, op.Hash); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("get seq %d after the prune: %v, want ErrNotFound", op.SeqNum(), err)
+		}
+	}
+	if err := s.IntegrityCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // The writer remembers log heads across batches, but never past a change it did not make:
 // a log deleted by RetireLogs, or by another connection to the same file (here a second
 // Store, as another process would be), starts again at seq 0.
