@@ -588,8 +588,7 @@ func FuzzWriteBatchMatchesSequential(f *testing.F) {
 	f.Add([]byte{1, 0, 2, 1, 160, 3, 170, 0})
 	// Low thresholds, so that the store written one operation at a time merges its hash
 	// tables into the middle and the large one, and checkHashTables sees both.
-	defer func(n [len(hashMergeAt)]int64) { hashMergeAt = n }(hashMergeAt)
-	hashMergeAt = [len(hashMergeAt)]int64{16, 48}
+	mergeHashesAt(f, 16, 48)
 	key, _ := operation.PrivateKeyFromSeed(make([]byte, 32))
 	other, _ := operation.PrivateKeyFromSeed(bytes.Repeat([]byte{1}, 32))
 	ops := chain(f, key, topicA, nil, 160, func(i int) []byte { return []byte{byte(i)} })
@@ -664,13 +663,20 @@ func FuzzWriteBatchMatchesSequential(f *testing.F) {
 	})
 }
 
+// mergeHashesAt lowers hashMergeAt for the rest of the test, so that a few operations
+// merge the small hash table into the middle one and the middle one into the large one.
+func mergeHashesAt(t testing.TB, small, middle int64) {
+	saved := hashMergeAt
+	hashMergeAt = [len(hashMergeAt)]int64{small, middle}
+	t.Cleanup(func() { hashMergeAt = saved })
+}
+
 // New operations' hashes go to the small hash table, move to the middle one once the
 // small one holds hashMergeAt[0] of them, and to the large one once the middle one holds
 // hashMergeAt[1]; every operation stays findable by hash through the moves, a prune, a
 // retired log and a reopen (which has to count the tables again).
 func TestHashTablesMergeAndFollowDeletes(t *testing.T) {
-	defer func(n [len(hashMergeAt)]int64) { hashMergeAt = n }(hashMergeAt)
-	hashMergeAt = [len(hashMergeAt)]int64{7, 14}
+	mergeHashesAt(t, 7, 14)
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "db.sqlite")
 	s := openFile(t, path)
@@ -759,8 +765,7 @@ func TestHashTablesMergeAndFollowDeletes(t *testing.T) {
 // table in place: its hashes stay where they are and are found, and prunes and merges after
 // the upgrade cover all three tables.
 func TestUpgradeFromSchema6(t *testing.T) {
-	defer func(n [len(hashMergeAt)]int64) { hashMergeAt = n }(hashMergeAt)
-	hashMergeAt = [len(hashMergeAt)]int64{4, 8}
+	mergeHashesAt(t, 4, 8)
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "db.sqlite")
 	s := openFile(t, path)
