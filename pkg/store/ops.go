@@ -248,8 +248,10 @@ func insertSQL(columns, row string, n int) string {
 // no lookup at all, and it defers the inserts into multi-row statements. Deferred rows are
 // written before any statement that could observe them (flushPending).
 type batch struct {
+	tx                                                *sql.Tx
 	exists, latestStmt, atSeq, insTopic, maxRowID, pr lazyStmt
 	insOps, insHashes                                 [len(insertSizes)]lazyStmt
+	bound                                             []*sql.Stmt // the statements bound so far; close closes them
 	topics                                            map[topicLog]struct{}
 	cache                                             *headCache // committed heads of earlier batches
 	// latest holds, per log touched in this batch, its latest entry as the database plus
@@ -346,10 +348,11 @@ func (ws *writeStmts) all() []**sql.Stmt {
 }
 
 func prepareBatch(tx *sql.Tx, ws *writeStmts, cache *headCache) *batch {
-	lazy := func(s *sql.Stmt) lazyStmt { return lazyStmt{tx: tx, prepared: s} }
-	b := &batch{topics: make(map[topicLog]struct{}), latest: make(map[logKey]*latestEntry), cache: cache,
-		exists: lazy(ws.exists), latestStmt: lazy(ws.latest), atSeq: lazy(ws.atSeq),
-		insTopic: lazy(ws.insTopic), maxRowID: lazy(ws.maxRowID), pr: lazy(ws.prune)}
+	b := &batch{tx: tx, bound: make([]*sql.Stmt, 0, 8), topics: make(map[topicLog]struct{}),
+		latest: make(map[logKey]*latestEntry), cache: cache}
+	lazy := func(s *sql.Stmt) lazyStmt { return lazyStmt{batch: b, prepared: s} }
+	b.exists, b.latestStmt, b.atSeq = lazy(ws.exists), lazy(ws.latest), lazy(ws.atSeq)
+	b.insTopic, b.maxRowID, b.pr = lazy(ws.insTopic), lazy(ws.maxRowID), lazy(ws.prune)
 	for i := range insertSizes {
 		b.insOps[i], b.insHashes[i] = lazy(ws.insOps[i]), lazy(ws.insHashes[i])
 	}
@@ -357,27 +360,22 @@ func prepareBatch(tx *sql.Tx, ws *writeStmts, cache *headCache) *batch {
 }
 
 func (b *batch) close() {
-	all := []*lazyStmt{&b.exists, &b.latestStmt, &b.atSeq, &b.insTopic, &b.maxRowID, &b.pr}
-	for i := range insertSizes {
-		all = append(all, &b.insOps[i], &b.insHashes[i])
-	}
-	for _, s := range all {
-		if s.bound != nil {
-			s.bound.Close()
-		}
+	for _, s := range b.bound {
+		s.Close()
 	}
 }
 
 // lazyStmt is a write statement bound to the batch's transaction when first used: a batch
 // needs a few of its ten statements, and binding one (Tx.StmtContext) allocates.
 type lazyStmt struct {
-	tx              *sql.Tx
+	batch           *batch
 	prepared, bound *sql.Stmt
 }
 
 func (l *lazyStmt) get(ctx context.Context) *sql.Stmt {
 	if l.bound == nil {
-		l.bound = l.tx.StmtContext(ctx, l.prepared)
+		l.bound = l.batch.tx.StmtContext(ctx, l.prepared)
+		l.batch.bound = append(l.batch.bound, l.bound)
 	}
 	return l.bound
 }
