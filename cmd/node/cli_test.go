@@ -512,7 +512,14 @@ func TestDaemonExplicitAckReplaysUntilAcked(t *testing.T) {
 		if !ok {
 			continue
 		}
-		if string(p.Operation.Message) != "four" {
+		switch string(p.Operation.Message) {
+		case "four":
+		case "marker":
+			// acker may have closed between printing the marker and acknowledging it, so
+			// the marker alone may come again; one, two and three were acknowledged
+			// before it was printed.
+			continue
+		default:
 			t.Fatalf("acknowledged operation %q delivered again", p.Operation.Message)
 		}
 		break
